@@ -1,0 +1,55 @@
+"""Command line: ``python -m midilstm inspect|run|sweep ...`` (see ``--help`` of each)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import MidiInputError
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m midilstm", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    inspect = commands.add_parser("inspect", help="report what MIDI files contain and what is read")
+    inspect.add_argument("files", nargs="+", help="MIDI files, folders or glob patterns")
+    inspect.add_argument("--json", action="store_true", help="one JSON object per file per line")
+    inspect.add_argument("--channels", type=int, nargs="+", help="keep only these 0-based channels")
+    inspect.add_argument("--drums", action="store_true", help="keep drums (channel index 9)")
+    inspect.add_argument("--out-of-range", choices=("fold", "drop"), default="fold")
+    inspect.set_defaults(handler=_inspect)
+
+    _add_run_commands(commands)
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+def _inspect(args) -> int:
+    from .parse import Selection, expand_sources, read_midi
+
+    selection = Selection(channels=args.channels, include_drums=args.drums,
+                          out_of_range=args.out_of_range)
+    paths = expand_sources(args.files)
+    if not paths:
+        print(f"error: no MIDI files found in {' '.join(args.files)}", file=sys.stderr)
+        return 2
+    failed = 0
+    for path in paths:
+        try:
+            report = read_midi(path, selection).report
+        except MidiInputError as err:
+            print(f"error: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        print(json.dumps(report.to_dict()) if args.json else report.summary(), flush=True)
+    return 1 if failed else 0
+
+
+def _add_run_commands(commands):
+    """``run`` and ``sweep`` live in runs.py; imported lazily so ``inspect`` starts fast."""
+    try:
+        from .runs import add_run_commands
+    except ImportError:  # papermill missing: inspect still works
+        return
+    add_run_commands(commands)

@@ -1,0 +1,189 @@
+"""The lesson's encoding as one object: each event becomes three class indices.
+
+* pitch    -> ``pitch - pitch_low`` (89 classes for 24..112)
+* velocity -> the velocity itself (128 classes, the lesson), or class 0 = note-off plus
+  ``velocity_bins`` equal-width bins over 1..127 (Magenta uses 32)
+* delta_s  -> class 0 for "at the same time" (chords), then ``n_time_bins`` bins of the
+  positive deltas
+
+The time bins are *fitted* on training data and saved with the codec (JSON), so training,
+checkpoints and generation share the same edges. Strategies:
+
+* ``"uniform"``  the lesson's equal-width bins between the smallest and largest delta: one long
+  pause squeezes nearly every delta into the first bin (kept for comparison);
+* ``"log"``      log-spaced edges: equal *relative* resolution, as the ear hears rhythm;
+* ``"quantile"`` edges at quantiles: every bin holds as many training deltas.
+
+Decoding maps a time class to the mean training delta that fell into it: the decoded training
+data then lasts exactly as long as the original, so timing errors do not add up to a drift.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .constants import N_VELOCITIES, PITCH_HIGH, PITCH_LOW
+from .events import EVENT_DTYPE, onset_times_s
+from .files import write_json_atomic
+
+TIME_STRATEGIES = ("uniform", "log", "quantile")
+HEADS = ("pitch", "velocity", "time")
+
+
+@dataclass
+class EventCodec:
+    """Events <-> integer triples ``(pitch_class, velocity_class, time_class)``."""
+
+    time_strategy: str = "log"
+    n_time_bins: int = 32
+    velocity_bins: int | None = None
+    pitch_low: int = PITCH_LOW
+    pitch_high: int = PITCH_HIGH
+    time_edges_s: list = field(default_factory=list)  # n_time_bins + 1 edges, fitted
+    time_centers_s: list = field(default_factory=list)  # n_time_bins values, fitted
+
+    def __post_init__(self):
+        if self.time_strategy not in TIME_STRATEGIES:
+            raise ValueError(f"time_strategy must be one of {TIME_STRATEGIES}, "
+                             f"not {self.time_strategy!r}")
+        if self.n_time_bins < 1:
+            raise ValueError("n_time_bins must be >= 1")
+        if self.velocity_bins is not None and not 1 <= self.velocity_bins <= 127:
+            raise ValueError("velocity_bins must be None or 1..127")
+
+    # --- sizes ---------------------------------------------------------------------------------
+    @property
+    def n_pitches(self) -> int:
+        return self.pitch_high - self.pitch_low + 1
+
+    @property
+    def n_velocities(self) -> int:
+        return N_VELOCITIES if self.velocity_bins is None else self.velocity_bins + 1
+
+    @property
+    def n_times(self) -> int:
+        return self.n_time_bins + 1
+
+    @property
+    def sizes(self) -> tuple[int, int, int]:
+        """Classes per head: (pitch, velocity, time)."""
+        return self.n_pitches, self.n_velocities, self.n_times
+
+    @property
+    def fitted(self) -> bool:
+        return len(self.time_edges_s) == self.n_time_bins + 1
+
+    # --- fitting -------------------------------------------------------------------------------
+    def fit(self, events: np.ndarray | list) -> "EventCodec":
+        """Fit the time bins on training events (one array, or a list of arrays)."""
+        deltas = np.concatenate([e["delta_s"] for e in _as_list(events)])
+        positive = np.sort(deltas[deltas > 0])
+        if len(positive) == 0:
+            raise ValueError("cannot fit time bins: no positive delta times in the data")
+        low, high = positive[0], positive[-1]
+        if self.time_strategy == "uniform":
+            edges = np.linspace(low, high, self.n_time_bins + 1)
+        elif self.time_strategy == "log":
+            edges = np.geomspace(low, max(high, low * (1 + 1e-9)), self.n_time_bins + 1)
+        else:
+            edges = _distinct_quantiles(positive, self.n_time_bins)
+        self.time_edges_s = edges.tolist()
+        bins = self._time_bin(positive)
+        self.time_centers_s = [
+            float(np.mean(positive[bins == b])) if (bins == b).any()
+            else float(np.sqrt(edges[b] * edges[b + 1]))  # an empty bin decodes to its middle
+            for b in range(self.n_time_bins)]
+        return self
+
+    def _time_bin(self, positive_deltas: np.ndarray) -> np.ndarray:
+        """0-based bin of positive deltas; values outside the fitted range go to the end bins."""
+        inner = np.asarray(self.time_edges_s[1:-1])
+        return np.searchsorted(inner, positive_deltas, side="right")
+
+    # --- encoding ------------------------------------------------------------------------------
+    def encode(self, events: np.ndarray) -> np.ndarray:
+        """Events -> int64 array of shape (n, 3)."""
+        self._require_fitted()
+        pitch = events["pitch"].astype(np.int64)
+        if len(pitch) and (pitch.min() < self.pitch_low or pitch.max() > self.pitch_high):
+            raise ValueError(f"pitches must be in {self.pitch_low}..{self.pitch_high}; read the "
+                             f"file with Selection(out_of_range='fold' or 'drop')")
+        velocity = events["velocity"].astype(np.int64)
+        if self.velocity_bins is not None:
+            width = 127 / self.velocity_bins
+            velocity = np.where(velocity > 0, np.minimum((velocity - 1) // width + 1,
+                                                         self.velocity_bins), 0).astype(np.int64)
+        delta = events["delta_s"]
+        time = np.zeros(len(delta), np.int64)
+        positive = delta > 0
+        time[positive] = self._time_bin(delta[positive]) + 1
+        return np.stack([pitch - self.pitch_low, velocity, time], axis=1)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Integer triples -> events; each time class becomes its bin's representative delta."""
+        self._require_fitted()
+        codes = np.asarray(codes, dtype=np.int64).reshape(-1, 3)
+        events = np.empty(len(codes), EVENT_DTYPE)
+        events["pitch"] = codes[:, 0] + self.pitch_low
+        if self.velocity_bins is None:
+            events["velocity"] = codes[:, 1]
+        else:  # a bin decodes to its middle velocity
+            width = 127 / self.velocity_bins
+            middle = np.round(1 + (codes[:, 1] - 0.5) * width).clip(1, 127)
+            events["velocity"] = np.where(codes[:, 1] > 0, middle, 0)
+        centers = np.concatenate([[0.0], self.time_centers_s])
+        events["delta_s"] = centers[codes[:, 2]]
+        return events
+
+    def timing_error_ms(self, events: np.ndarray) -> dict:
+        """What encode -> decode does to timing on ``events``, in milliseconds.
+
+        ``delta_*`` is the error of each delta; ``onset_*`` the error of absolute onset times,
+        where the per-event errors accumulate (the drift a listener hears).
+        """
+        decoded = self.decode(self.encode(events))
+        delta_err = np.abs(decoded["delta_s"] - events["delta_s"]) * 1000
+        onset_err = np.abs(onset_times_s(decoded) - onset_times_s(events)) * 1000
+        return {"delta_mean_ms": float(delta_err.mean()),
+                "delta_median_ms": float(np.median(delta_err)),
+                "delta_p95_ms": float(np.percentile(delta_err, 95)),
+                "onset_mean_ms": float(onset_err.mean()),
+                "onset_final_ms": float(onset_err[-1])}
+
+    # --- saving --------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EventCodec":
+        return cls(**data)
+
+    def save(self, path) -> Path:
+        return write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path) -> "EventCodec":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def _require_fitted(self):
+        if not self.fitted:
+            raise RuntimeError("the codec is not fitted: call codec.fit(training_events) first")
+
+
+def _distinct_quantiles(positive: np.ndarray, n_bins: int) -> np.ndarray:
+    """Quantile edges, made distinct. Scores repeat a few exact deltas, so plain quantiles
+    collapse onto them and leave bins empty; the spare bins split the widest (log-scale) ones."""
+    edges = np.unique(np.quantile(positive, np.linspace(0, 1, n_bins + 1)))
+    if len(edges) == 1:
+        edges = np.array([edges[0], edges[0] * (1 + 1e-9)])
+    while len(edges) < n_bins + 1:
+        widest = np.argmax(np.diff(np.log(edges)))
+        edges = np.insert(edges, widest + 1, np.sqrt(edges[widest] * edges[widest + 1]))
+    return edges
+
+
+def _as_list(events) -> list:
+    return [events] if isinstance(events, np.ndarray) else list(events)

@@ -1,0 +1,22 @@
+"""Numbers that the MIDI standard or the lesson fixes, in one place."""
+
+# The lesson's pitch range: 89 classes for MIDI pitches 24 (C1) .. 112 (E8), both included.
+PITCH_LOW = 24
+PITCH_HIGH = 112
+N_PITCHES = PITCH_HIGH - PITCH_LOW + 1
+
+# MIDI velocities are 0..127; a note_on with velocity 0 is a note-off.
+N_VELOCITIES = 128
+
+# Channels are 0-based in code (mido); the General MIDI drum channel "10" is index 9.
+DRUM_CHANNEL = 9
+
+# Sanity bounds for real files: anything outside is "absurd" and refused, before allocating.
+MIN_BPM = 1.0
+MAX_BPM = 2000.0
+MAX_DURATION_S = 6 * 3600.0
+
+# Writing: a standard resolution and tempo unless the caller asks otherwise.
+DEFAULT_PPQ = 480
+DEFAULT_BPM = 120.0
+MICROSECONDS_PER_MINUTE = 60_000_000

@@ -1,0 +1,88 @@
+"""The lesson's network: an LSTM over encoded events with three log-softmax heads.
+
+Input at step t is the event (pitch, velocity, time class); output is the log-probability of
+each class of the *next* event, one head per component. By default this is exactly the lesson's
+model: one-hot inputs (89 + 128 + 12 numbers), one LSTM layer of 128 units, dropout 0.2, one
+linear layer split into the three heads.
+
+One-hot input times a weight matrix selects one column of the matrix per component, so
+``W @ onehot`` is the same as adding three embedding rows. ``input_mode="embedding"`` makes
+that explicit with learned, smaller embedding tables.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the network (saved inside checkpoints)."""
+
+    sizes: tuple[int, int, int]  # classes per head: pitch, velocity, time (from the codec)
+    hidden_size: int = 128
+    num_layers: int = 1
+    dropout: float = 0.2
+    input_mode: str = "one_hot"  # or "embedding"
+    embedding_dim: int = 32  # per component, only for input_mode="embedding"
+
+    def __post_init__(self):
+        if self.input_mode not in ("one_hot", "embedding"):
+            raise ValueError(f"input_mode must be 'one_hot' or 'embedding', not {self.input_mode!r}")
+        object.__setattr__(self, "sizes", tuple(int(s) for s in self.sizes))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class NoteLSTM(nn.Module):
+    """(batch, time, 3) integer codes -> three (batch, time, classes) log-probabilities."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        if config.input_mode == "embedding":
+            self.embeddings = nn.ModuleList(nn.Embedding(n, config.embedding_dim)
+                                            for n in config.sizes)
+            input_size = 3 * config.embedding_dim
+        else:
+            self.embeddings = None
+            input_size = sum(config.sizes)
+        self.lstm = nn.LSTM(input_size, config.hidden_size, config.num_layers, batch_first=True,
+                            dropout=config.dropout if config.num_layers > 1 else 0.0)
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden_size, sum(config.sizes))
+
+    def embed(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (..., 3) -> LSTM input: concatenated one-hots, or concatenated embeddings."""
+        if self.embeddings is None:
+            return torch.cat([F.one_hot(codes[..., i], n).float()
+                              for i, n in enumerate(self.config.sizes)], dim=-1)
+        return torch.cat([emb(codes[..., i]) for i, emb in enumerate(self.embeddings)], dim=-1)
+
+    def forward(self, codes: torch.Tensor, state=None):
+        """Returns ``(log_probs, state)``; ``log_probs`` is a tuple (pitch, velocity, time)."""
+        out, state = self.lstm(self.embed(codes), state)
+        logits = self.head(self.dropout(out))
+        return tuple(F.log_softmax(part, dim=-1)
+                     for part in logits.split(self.config.sizes, dim=-1)), state
+
+    def input_tables(self) -> list[torch.Tensor]:
+        """Per component, the first LSTM layer's input projection of every class.
+
+        Row c of table i is ``W_ih @ x`` for an input whose component i is class c (and the
+        others zero), so the projection of a whole event is a sum of three rows. Generation
+        uses this to step the network with lookups instead of matrix products.
+        """
+        weight = self.lstm.weight_ih_l0  # (4 * hidden, input_size)
+        tables, start = [], 0
+        for i, n in enumerate(self.config.sizes):
+            width = n if self.embeddings is None else self.config.embedding_dim
+            block = weight[:, start:start + width]
+            vectors = torch.eye(n) if self.embeddings is None else self.embeddings[i].weight
+            tables.append(vectors @ block.T)
+            start += width
+        return tables
