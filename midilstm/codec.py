@@ -3,8 +3,8 @@
 * pitch    -> ``pitch - pitch_low`` (89 classes for 24..112)
 * velocity -> the velocity itself (128 classes, the lesson), or class 0 = note-off plus
   ``velocity_bins`` equal-width bins over 1..127 (Magenta uses 32)
-* delta_s  -> class 0 for "at the same time" (chords), then ``n_time_bins`` bins of the
-  positive deltas
+* delta_s  -> class 0 for "at the same time" (chords: below ``same_time_s``, 2 ms, which no
+  listener hears as apart), then ``n_time_bins`` bins of the longer deltas
 
 The time bins are *fitted* on training data and saved with the codec (JSON), so training,
 checkpoints and generation share the same edges. Strategies:
@@ -40,6 +40,7 @@ class EventCodec:
     time_strategy: str = "log"
     n_time_bins: int = 32
     velocity_bins: int | None = None
+    same_time_s: float = 0.002  # deltas below this count as "at the same time" (class 0)
     pitch_low: int = PITCH_LOW
     pitch_high: int = PITCH_HIGH
     time_edges_s: list = field(default_factory=list)  # n_time_bins + 1 edges, fitted
@@ -80,9 +81,9 @@ class EventCodec:
     def fit(self, events: np.ndarray | list) -> "EventCodec":
         """Fit the time bins on training events (one array, or a list of arrays)."""
         deltas = np.concatenate([e["delta_s"] for e in _as_list(events)])
-        positive = np.sort(deltas[deltas > 0])
+        positive = np.sort(deltas[deltas >= self.same_time_s])
         if len(positive) == 0:
-            raise ValueError("cannot fit time bins: no positive delta times in the data")
+            raise ValueError(f"cannot fit time bins: no delta times >= {self.same_time_s} s")
         low, high = positive[0], positive[-1]
         if self.time_strategy == "uniform":
             edges = np.linspace(low, high, self.n_time_bins + 1)
@@ -118,7 +119,7 @@ class EventCodec:
                                                          self.velocity_bins), 0).astype(np.int64)
         delta = events["delta_s"]
         time = np.zeros(len(delta), np.int64)
-        positive = delta > 0
+        positive = delta >= self.same_time_s
         time[positive] = self._time_bin(delta[positive]) + 1
         return np.stack([pitch - self.pitch_low, velocity, time], axis=1)
 

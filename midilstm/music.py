@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 from .errors import MidiInputError
 
 MUSIC_DIR = Path(__file__).resolve().parent.parent / "music"
 DEFAULT_PIECE = "weber_clarinet_concertino_allegro.mid"
-CORPUS = "folk"  # the multi-piece set, a folder of music/
+CORPUS = "josquin"  # the multi-piece set, a folder of music/
 
 
 def expected_hashes(music_dir: Path = MUSIC_DIR) -> dict[str, str]:
@@ -23,7 +24,7 @@ def sha256_of(path) -> str:
 
 
 def bundled(name: str = DEFAULT_PIECE, music_dir: Path = MUSIC_DIR) -> list[Path]:
-    """Verified paths of a bundled piece or folder (``"folk"`` -> every file in it)."""
+    """Verified paths of a bundled piece or folder (``"josquin"`` -> every file in it)."""
     hashes = expected_hashes(music_dir)
     names = sorted(n for n in hashes if n == name or n.startswith(name.rstrip("/") + "/"))
     if not names:
@@ -41,3 +42,19 @@ def bundled(name: str = DEFAULT_PIECE, music_dir: Path = MUSIC_DIR) -> list[Path
 
 def default_piece() -> Path:
     return bundled(DEFAULT_PIECE)[0]
+
+
+def resolve(piece: str) -> list[Path]:
+    """What a notebook's ``piece`` parameter names: ``"default"`` (the default piece), a
+    bundled name such as ``"folk"`` (hash-checked), or your own files, folders or globs."""
+    from .parse import expand_sources
+
+    if piece == "default":
+        paths = [default_piece()]
+    elif piece in {n.split("/")[0] for n in expected_hashes()}:
+        paths = bundled(piece)
+    else:
+        paths = expand_sources(piece)
+    if not paths:
+        raise FileNotFoundError(f"no MIDI files found for piece={piece!r}")
+    return [Path(os.path.relpath(p)) for p in paths]  # short, machine-independent names
