@@ -22,7 +22,7 @@ run: $(STAMP)  ## the notebook series on the default piece, into $(RUN_DIR)
 
 test: $(STAMP)  ## unit tests, then the committed notebooks under strict nbval
 	$(BIN)/python -m pytest tests
-	$(BIN)/python -m pytest --nbval notebooks --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:randomly
+	$(BIN)/python -m pytest --nbval notebooks --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
 notebooks: $(STAMP)  ## re-execute the notebooks in place after an intended change
 	$(BIN)/python -m midilstm refresh-notebooks

@@ -85,8 +85,8 @@ def _metrics(totals) -> dict:
     out = {}
     for i, head in enumerate(HEADS):
         nll_sum, correct, count = totals[i]
-        out[f"nll_{head}"] = nll_sum / max(count, 1)
-        out[f"acc_{head}"] = correct / max(count, 1)
+        out[f"nll_{head}"] = float(nll_sum / max(count, 1))
+        out[f"acc_{head}"] = float(correct / max(count, 1))
     out["nll"] = sum(out[f"nll_{h}"] for h in HEADS)
     return out
 
@@ -106,8 +106,8 @@ def train(codec: EventCodec, train_codes: list, val_codes: list, config: TrainCo
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)  # weights and dropout, without touching the caller's RNG
         if resume_from is not None:
-            best = load_checkpoint(resume_from, device)
-            model = best.model
+            best = load_checkpoint(resume_from)
+            model = copy.deepcopy(best.model).to(device)  # training must not change ``best``
             model_config = model.config
         else:
             model_config = model_config or ModelConfig(sizes=codec.sizes)
@@ -121,14 +121,20 @@ def train(codec: EventCodec, train_codes: list, val_codes: list, config: TrainCo
             history = list(best.history)
             if best.optimizer_state:
                 optimizer.load_state_dict(best.optimizer_state)
+                for group in optimizer.param_groups:  # the saved state carries the old lr
+                    group["lr"] = config.lr
             rng = np.random.default_rng([config.seed, len(history)])  # fresh stream per resume
         best_nll = min((h["val"]["nll"] for h in history), default=math.inf)
         best = best or _snapshot(model, codec, config, history, -1, params, data_hashes, optimizer)
         stale = 0
+        from tqdm.auto import tqdm
+
+        bar = tqdm(range(len(history), config.epochs), desc="training", unit="epoch",
+                   disable=not progress, initial=len(history), total=config.epochs)
         try:
-            for epoch in range(len(history), config.epochs):
+            for epoch in bar:
                 record = _train_epoch(model, optimizer, train_codes, config, codec, rng, device,
-                                      epoch, progress)
+                                      epoch)
                 record["val"] = evaluate(model, val_codes, device)
                 history.append(record)
                 if record["val"]["nll"] < best_nll:
@@ -140,30 +146,31 @@ def train(codec: EventCodec, train_codes: list, val_codes: list, config: TrainCo
                 else:
                     stale += 1
                 best.history = list(history)
+                bar.set_postfix(train=f"{record['train']['nll']:.3f}",
+                                val=f"{record['val']['nll']:.3f}", best=f"{best_nll:.3f}")
                 if on_epoch:
                     on_epoch(record)
                 if stale >= config.patience:
                     break
         except KeyboardInterrupt:  # keep what we have: the best checkpoint so far
             print(f"interrupted after {len(history)} epochs; keeping the best (epoch {best.best_epoch})")
+        finally:
+            bar.close()
         if checkpoint_path:
             best.save(checkpoint_path)  # final history, even when the best epoch was early
     best.model.eval()
     return best
 
 
-def _train_epoch(model, optimizer, train_codes, config, codec, rng, device, epoch, progress):
-    from tqdm.auto import tqdm
-
+def _train_epoch(model, optimizer, train_codes, config, codec, rng, device, epoch):
+    """One pass over freshly cut and shuffled training sequences."""
     sequences = training_sequences(train_codes, config.seq_len, rng)
     sequences = transpose(sequences, config.transpose_semitones, codec.n_pitches, rng)
     batches = torch.as_tensor(sequences, dtype=torch.long).split(config.batch_size)
     model.train()
     totals = np.zeros((3, 3))
     start = time.perf_counter()
-    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-               disable=not progress, unit="batch")
-    for batch in bar:
+    for batch in batches:
         loss, stats = sequence_loss(model, batch.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -171,7 +178,6 @@ def _train_epoch(model, optimizer, train_codes, config, codec, rng, device, epoc
         optimizer.step()
         for i, (nll, correct, count) in enumerate(stats):
             totals[i] += (nll.item(), correct.item(), count)
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     return {"epoch": epoch + 1, "seconds": time.perf_counter() - start, "train": _metrics(totals)}
 
 
