@@ -81,12 +81,12 @@ class EventCodec:
     def fit(self, events: np.ndarray | list) -> "EventCodec":
         """Fit the time bins on training events (one array, or a list of arrays)."""
         deltas = np.concatenate([e["delta_s"] for e in _as_list(events)])
-        positive = np.sort(deltas[deltas >= self.same_time_s])
+        positive = np.sort(deltas[self._timed(deltas)])
         if len(positive) == 0:
             raise ValueError(f"cannot fit time bins: no delta times >= {self.same_time_s} s")
         low, high = positive[0], positive[-1]
         if self.time_strategy == "uniform":
-            edges = np.linspace(low, high, self.n_time_bins + 1)
+            edges = np.linspace(low, max(high, low * (1 + 1e-9)), self.n_time_bins + 1)
         elif self.time_strategy == "log":
             edges = np.geomspace(low, max(high, low * (1 + 1e-9)), self.n_time_bins + 1)
         else:
@@ -98,6 +98,11 @@ class EventCodec:
             else float(np.sqrt(edges[b] * edges[b + 1]))  # an empty bin decodes to its middle
             for b in range(self.n_time_bins)]
         return self
+
+    def _timed(self, deltas: np.ndarray) -> np.ndarray:
+        """Which deltas get a time bin: > 0 always (``same_time_s=0`` is the lesson's exact
+        zero class) and at least ``same_time_s``."""
+        return (deltas > 0) & (deltas >= self.same_time_s)
 
     def _time_bin(self, positive_deltas: np.ndarray) -> np.ndarray:
         """0-based bin of positive deltas; values outside the fitted range go to the end bins."""
@@ -119,7 +124,7 @@ class EventCodec:
                                                          self.velocity_bins), 0).astype(np.int64)
         delta = events["delta_s"]
         time = np.zeros(len(delta), np.int64)
-        positive = delta >= self.same_time_s
+        positive = self._timed(delta)
         time[positive] = self._time_bin(delta[positive]) + 1
         return np.stack([pitch - self.pitch_low, velocity, time], axis=1)
 
@@ -133,7 +138,9 @@ class EventCodec:
             events["velocity"] = codes[:, 1]
         else:  # a bin decodes to its middle velocity
             width = 127 / self.velocity_bins
-            middle = np.round(1 + (codes[:, 1] - 0.5) * width).clip(1, 127)
+            # bin c spans velocities 1+(c-1)*width .. 1+c*width; round its middle half down, so
+            # that with width 1 (127 bins) bin c decodes to velocity c, not c+1
+            middle = np.ceil(0.5 + (codes[:, 1] - 0.5) * width).clip(1, 127)
             events["velocity"] = np.where(codes[:, 1] > 0, middle, 0)
         centers = np.concatenate([[0.0], self.time_centers_s])
         events["delta_s"] = centers[codes[:, 2]]

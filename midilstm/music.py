@@ -46,7 +46,7 @@ def default_piece() -> Path:
 
 def resolve(piece: str) -> list[Path]:
     """What a notebook's ``piece`` parameter names: ``"default"`` (the default piece), a
-    bundled name such as ``"folk"`` (hash-checked), or your own files, folders or globs."""
+    bundled name such as ``"josquin"`` (hash-checked), or your own files, folders or globs."""
     from .parse import expand_sources
 
     if piece == "default":

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import mido
 import numpy as np
+from mido.midifiles.meta import KeySignatureError
 
 from .constants import (DRUM_CHANNEL, MAX_BPM, MAX_DURATION_S, MICROSECONDS_PER_MINUTE, MIN_BPM,
                         PITCH_HIGH, PITCH_LOW)
@@ -195,7 +196,8 @@ def _open_midi(path: Path, data: bytes) -> mido.MidiFile:
         midi = mido.MidiFile(file=io.BytesIO(data))
     except EOFError:
         raise MidiInputError(path, "truncated: the file ends inside a header or track") from None
-    except (OSError, ValueError, KeyError, IndexError, TypeError, struct.error) as err:
+    except (OSError, ValueError, KeyError, IndexError, TypeError, struct.error,
+            KeySignatureError) as err:  # mido raises a bare Exception subclass for bad keys
         raise MidiInputError(path, f"corrupt MIDI data ({err})") from None
     if not midi.tracks:
         raise MidiInputError(path, "the file has zero tracks")

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import library_versions
 from .files import write_bytes_atomic, write_json_atomic
 
 
@@ -73,6 +72,8 @@ class RunDir:
         """Note a step's parameters (and, once, versions and git commit) in the manifest."""
         manifest = self._read("manifest.json")
         manifest.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        from .checkpoint import library_versions  # imports torch: only when a step records
+
         manifest["versions"] = library_versions()
         manifest["git"] = git_commit()
         manifest.setdefault("steps", {})[step] = params

@@ -41,6 +41,7 @@ def run_series(params: dict, out, *, series=SERIES, log=print) -> Path:
     import papermill
 
     run = RunDir(Path(out).resolve())
+    (run / "notebooks").mkdir(exist_ok=True)
     declared = {name: declared_parameters(name) for name in series}
     unknown = set(params) - set().union(*declared.values())
     if unknown:

@@ -1,0 +1,206 @@
+"""Writing MIDI: explicit tempo, PPQ, channel and program; real note-offs; seconds -> ticks
+through the tempo; atomic writes; and the round trip read -> write -> read within one tick."""
+import os
+
+import mido
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from midilstm.errors import MidiInputError
+from midilstm.events import NOTE_DTYPE, make_events, notes_to_events
+from midilstm.export import events_to_midi, write_midi
+from midilstm.music import bundled, expected_hashes
+from midilstm.parse import Selection, read_midi
+
+# C4 + E4 together for 0.3 s, then G4 from 0.45 s to 1.05 s.
+EVENTS = make_events([(60, 80, 0.0), (64, 90, 0.0), (60, 0, 0.3), (64, 0, 0.0),
+                      (67, 100, 0.15), (67, 0, 0.6)])
+
+
+def absolute(track):
+    """(absolute tick, message) for every message of a mido track."""
+    now, out = 0, []
+    for msg in track:
+        now += msg.time
+        out.append((now, msg))
+    return out
+
+
+def note_messages(track):
+    return [(tick, msg.type, msg.note, msg.velocity, msg.channel) for tick, msg in absolute(track)
+            if msg.type in ("note_on", "note_off")]
+
+
+def test_written_file_has_explicit_tempo_ppq_channel_program(tmp_path):
+    # 100 bpm = 600000 us per beat; 960 ticks per beat -> 1600 ticks per second.
+    path = write_midi(EVENTS, tmp_path / "out.mid", bpm=100, ppq=960, channel=2, program=40)
+    midi = mido.MidiFile(path)
+    assert midi.type == 0 and midi.ticks_per_beat == 960 and len(midi.tracks) == 1
+    track = midi.tracks[0]
+    tempos = [(tick, m.tempo) for tick, m in absolute(track) if m.type == "set_tempo"]
+    programs = [(tick, m.channel, m.program) for tick, m in absolute(track)
+                if m.type == "program_change"]
+    assert tempos == [(0, 600_000)]
+    assert programs == [(0, 2, 40)]
+    assert note_messages(track) == [
+        (0, "note_on", 60, 80, 2), (0, "note_on", 64, 90, 2),
+        (480, "note_off", 60, 0, 2), (480, "note_off", 64, 0, 2),  # 0.3 s * 1600
+        (720, "note_on", 67, 100, 2), (1680, "note_off", 67, 0, 2)]  # 0.45 s, 1.05 s
+    assert track[-1].type == "end_of_track"
+
+
+@pytest.mark.parametrize("bpm, ppq, ticks_per_s", [
+    (120, 480, 960), (60, 96, 96), (90, 960, 1440), (150, 10080, 25200)])
+def test_seconds_become_ticks_through_the_tempo(bpm, ppq, ticks_per_s):
+    # One note from 1.0 s to 2.5 s: ticks = seconds * ppq * bpm / 60.
+    events = make_events([(60, 80, 1.0), (60, 0, 1.5)])
+    track = events_to_midi(events, bpm=bpm, ppq=ppq).tracks[0]
+    assert note_messages(track) == [(ticks_per_s, "note_on", 60, 80, 0),
+                                    (round(2.5 * ticks_per_s), "note_off", 60, 0, 0)]
+
+
+def test_tempo_is_stored_in_whole_microseconds_and_ticks_follow_it():
+    # 90 bpm is 666666.67 us per beat; the file stores 666667, so 1 s = 960 * 1e6 / 666667
+    # = 1439.9993 ticks -> 1440.
+    track = events_to_midi(make_events([(60, 80, 1.0), (60, 0, 1.0)]), bpm=90, ppq=960).tracks[0]
+    assert [m.tempo for m in track if m.type == "set_tempo"] == [666_667]
+    assert [tick for tick, *_ in note_messages(track)] == [1440, 2880]
+
+
+def test_every_note_gets_a_note_off_and_lasts_at_least_a_tick():
+    # 62 is never ended (closed at the last event), 64 lasts 0 s, and an orphan off for 70.
+    events = make_events([(70, 0, 0.0), (60, 80, 0.0), (60, 0, 0.5), (64, 70, 0.0),
+                          (64, 0, 0.0), (62, 90, 0.0)])
+    track = events_to_midi(events).tracks[0]  # 120 bpm, 480 ppq: 960 ticks per second
+    assert note_messages(track) == [
+        (0, "note_on", 60, 80, 0), (480, "note_off", 60, 0, 0), (480, "note_on", 62, 90, 0),
+        (480, "note_on", 64, 70, 0), (481, "note_off", 62, 0, 0), (481, "note_off", 64, 0, 0)]
+
+
+def test_offs_come_before_ons_at_the_same_tick():
+    # C4 re-struck the instant it ends.
+    events = make_events([(60, 80, 0.0), (60, 0, 0.5), (60, 81, 0.0), (60, 0, 0.5)])
+    track = events_to_midi(events).tracks[0]
+    assert note_messages(track) == [(0, "note_on", 60, 80, 0), (480, "note_off", 60, 0, 0),
+                                    (480, "note_on", 60, 81, 0), (960, "note_off", 60, 0, 0)]
+
+
+def test_drum_channel_gets_no_program_change():
+    midi = events_to_midi(EVENTS, channel=9, program=5)
+    assert not any(m.type == "program_change" for m in midi.tracks[0])
+    assert {m.channel for m in midi.tracks[0] if m.type.startswith("note")} == {9}
+
+
+@pytest.mark.parametrize("options", [dict(channel=16), dict(channel=-1), dict(program=128)])
+def test_bad_channel_or_program(options):
+    with pytest.raises(ValueError):
+        events_to_midi(EVENTS, **options)
+
+
+def test_write_creates_folders_and_returns_the_path(tmp_path):
+    path = tmp_path / "a" / "b" / "out.mid"
+    assert write_midi(EVENTS, path) == path
+    assert path.read_bytes()[:4] == b"MThd"
+
+
+@pytest.mark.parametrize("failure", ["replace", "save"])
+def test_failed_write_leaves_the_old_file_intact(tmp_path, monkeypatch, failure):
+    path = tmp_path / "piece.mid"
+    write_midi(EVENTS[:2], path)
+    old = path.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    if failure == "replace":
+        monkeypatch.setattr(os, "replace", boom)
+    else:
+        monkeypatch.setattr(mido.MidiFile, "save", boom)
+    with pytest.raises(OSError, match="disk full"):
+        write_midi(EVENTS, path)
+    assert path.read_bytes() == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["piece.mid"]  # no temp file left
+
+
+# --- round trip ------------------------------------------------------------------------------
+
+def tick_s(bpm, ppq):
+    return 60.0 / bpm / ppq
+
+
+@st.composite
+def note_sets(draw):
+    """Notes that never overlap on the same pitch: random starts, durations, velocities."""
+    pitches = draw(st.lists(st.integers(24, 112), min_size=1, max_size=6, unique=True))
+    rows = []
+    for pitch in pitches:
+        t = draw(st.floats(0, 3))
+        for _ in range(draw(st.integers(1, 6))):
+            duration = draw(st.floats(0.02, 2))
+            rows.append((t, t + duration, pitch, draw(st.integers(1, 127))))
+            t += duration + draw(st.one_of(st.just(0.0), st.floats(0, 2)))
+    notes = np.array(rows, dtype=NOTE_DTYPE)
+    return notes[np.lexsort((notes["pitch"], notes["start_s"]))]
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(notes=note_sets(), bpm=st.sampled_from([60, 90, 100, 120, 150]),
+       ppq=st.sampled_from([96, 480, 960]))
+def test_round_trip_property(tmp_path, notes, bpm, ppq):
+    path = write_midi(notes_to_events(notes), tmp_path / "rt.mid", bpm=bpm, ppq=ppq)
+    back = read_midi(path).notes
+    assert len(back) == len(notes)
+    order = lambda n: np.lexsort((n["start_s"], n["pitch"]))  # noqa: E731
+    a, b = notes[order(notes)], back[order(back)]
+    assert a["pitch"].tolist() == b["pitch"].tolist()
+    assert a["velocity"].tolist() == b["velocity"].tolist()
+    tolerance = tick_s(bpm, ppq) + 1e-9
+    assert np.abs(a["start_s"] - b["start_s"]).max() <= tolerance
+    assert np.abs(a["end_s"] - b["end_s"]).max() <= tolerance
+
+
+def compare_events(original, again, tolerance):
+    """Same events, each at most ``tolerance`` apart: matched per (pitch, on/off) in time order."""
+    def table(events):
+        times = np.cumsum(events["delta_s"])
+        order = np.lexsort((times, events["velocity"] > 0, events["pitch"]))
+        return events["pitch"][order], events["velocity"][order], times[order]
+
+    p1, v1, t1 = table(original)
+    p2, v2, t2 = table(again)
+    assert len(p1) == len(p2)
+    assert p1.tolist() == p2.tolist()
+    assert v1.tolist() == v2.tolist()
+    assert np.abs(t1 - t2).max() <= tolerance
+
+
+@pytest.mark.parametrize("name", sorted(expected_hashes()))
+def test_round_trip_of_every_bundled_file(tmp_path, name):
+    [path] = bundled(name)
+    parsed = read_midi(path)
+    out = write_midi(parsed.events, tmp_path / "again.mid")  # 120 bpm, 480 ppq
+    again = read_midi(out)
+    compare_events(parsed.events, again.events, tick_s(120, 480) + 1e-9)
+    assert again.report.kept_notes == parsed.report.kept_notes
+    assert again.report.dropped["orphan_note_off"] == 0
+    assert again.report.fixed["closed_at_end"] == 0
+    assert again.report.duration_s == pytest.approx(np.sum(parsed.events["delta_s"]),
+                                                    abs=tick_s(120, 480))
+
+
+def test_round_trip_at_another_tempo_and_resolution(tmp_path):
+    parsed = read_midi(bundled()[0], Selection(channels=(0,)))
+    again = read_midi(write_midi(parsed.events, tmp_path / "x.mid", bpm=73, ppq=96))
+    # 73 bpm is 821918 us per beat (whole microseconds): one tick = 0.821918 / 96 s
+    compare_events(parsed.events, again.events, 0.821918 / 96 + 1e-9)
+
+
+def test_written_file_is_refused_when_unreadable(tmp_path):
+    """Sanity check of the test above: a truncated written file is an error, not a pass."""
+    path = write_midi(EVENTS, tmp_path / "x.mid")
+    path.write_bytes(path.read_bytes()[:30])
+    with pytest.raises(MidiInputError):
+        read_midi(path)
