@@ -10,7 +10,8 @@ matches the torch model.
 Sampling controls: temperature (overall or per head), top-k, top-p, a seed, several
 variations in one batch, and note hygiene: a note-off is only sampled for a sounding pitch, a
 sounding pitch is ended before it is struck again, and a note held longer than ``max_note_s``
-is ended.
+is ended. Each step samples the velocity head first (note on or off?), then the pitch among the
+pitches that allows, then the time.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .codec import EventCodec
-from .events import end_all_notes
+from .events import end_all_notes, make_events
 from .model import NoteLSTM
 
 
@@ -89,7 +90,10 @@ class Improviser:
         self._track_notes(codes)
 
     def prime(self, primer_events: np.ndarray):
-        """Feed a primer (events) to every stream."""
+        """Feed a primer (an event array, or ``(pitch, velocity, delta_s)`` triples) to every
+        stream."""
+        if not isinstance(primer_events, np.ndarray):
+            primer_events = make_events(primer_events)
         for code in self.codec.encode(primer_events):
             self.feed(np.repeat(code[None], self.n, axis=0))
 
@@ -99,15 +103,19 @@ class Improviser:
         ``probs`` holds each head's sampling distribution (after temperature, top-k/p, masks)."""
         if self.log_probs is None:
             raise RuntimeError("prime the improviser with at least one event first")
-        probs = {"pitch": self._distribution("pitch", self.log_probs[0])}
-        pitch = _sample(probs["pitch"], self.rng)
-        sounding = ~np.isnan(self.sounding_since[np.arange(self.n), pitch])
-        # Hygiene: a sounding pitch can only be ended, a silent one only started.
-        allowed = np.ones_like(self.log_probs[1], bool)
-        allowed[sounding, 1:] = False
-        allowed[~sounding, 0] = False
-        probs["velocity"] = self._distribution("velocity", self.log_probs[1], allowed)
+        # Hygiene, applied as masks: a note-off only while some note sounds, and then only for a
+        # sounding pitch; a note-on only for a silent pitch. The velocity head (on or off?) is
+        # sampled first, so the model's own balance of starting and ending notes is kept;
+        # sampling the pitch first would turn most intended offs into ons ("sloppy chords").
+        sounding = ~np.isnan(self.sounding_since)  # (streams, pitches)
+        allowed_velocity = np.ones_like(self.log_probs[1], bool)
+        allowed_velocity[:, 0] = sounding.any(axis=1)
+        probs = {"velocity": self._distribution("velocity", self.log_probs[1], allowed_velocity)}
         velocity = _sample(probs["velocity"], self.rng)
+        allowed_pitch = np.where((velocity == 0)[:, None], sounding, ~sounding)
+        allowed_pitch[~allowed_pitch.any(axis=1)] = True  # every pitch sounding: nothing to mask
+        probs["pitch"] = self._distribution("pitch", self.log_probs[0], allowed_pitch)
+        pitch = _sample(probs["pitch"], self.rng)
         probs["time"] = self._distribution("time", self.log_probs[2])
         time = _sample(probs["time"], self.rng)
         codes = np.stack([pitch, velocity, time], axis=1)

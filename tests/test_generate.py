@@ -1,0 +1,281 @@
+"""Generation: the numpy step is the torch model, sampling is seeded and controllable, and the
+notes it writes are clean (every off ends a sounding note, every note ends, none is held too
+long)."""
+import io
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from helpers_model import (PATTERN, fitted_codec, pattern_events, random_walk_events,
+                           tiny_config, tiny_model, walk_notes)
+from helpers_model import one_thread  # noqa: F401  (autouse: one torch thread)
+from midilstm.events import make_events
+from midilstm.export import events_to_midi
+from midilstm.generate import Improviser, SamplingConfig, generate
+from midilstm.train import TrainConfig, train
+
+EVENTS = random_walk_events(200, seed=1)
+CODEC = fitted_codec(EVENTS, n_time_bins=6)
+PRIMER = EVENTS[:20]  # ends every note it starts
+MODEL = tiny_model(CODEC, seed=2)
+MODES = [dict(input_mode="one_hot"), dict(input_mode="embedding", embedding_dim=6),
+         dict(input_mode="one_hot", num_layers=2),
+         dict(input_mode="embedding", embedding_dim=6, num_layers=2)]
+
+
+def midi_bytes(events) -> bytes:
+    buffer = io.BytesIO()
+    events_to_midi(events).save(file=buffer)
+    return buffer.getvalue()
+
+
+def gen(sampling=SamplingConfig(), seed=0, model=MODEL, primer=PRIMER, **kw):
+    kw.setdefault("n_events", 120)
+    return generate(model, CODEC, primer, seed=seed, sampling=sampling, **kw)
+
+
+# --- the numpy step is the torch model ----------------------------------------------------------
+@pytest.mark.parametrize("kw", MODES)
+def test_numpy_step_matches_the_torch_model(kw):
+    model = tiny_model(CODEC, seed=3, **kw)
+    codes = CODEC.encode(EVENTS[:60]).reshape(2, 30, 3)  # two streams, different music
+    with torch.no_grad():
+        expected, _ = model(torch.as_tensor(codes))
+    improviser = Improviser(model, CODEC, n_variations=2)
+    for t in range(codes.shape[1]):
+        improviser.feed(codes[:, t])
+        for head in range(3):
+            np.testing.assert_allclose(improviser.log_probs[head], expected[head][:, t].numpy(),
+                                       atol=1e-5, rtol=0)
+
+
+def test_step_needs_a_primer():
+    with pytest.raises(RuntimeError, match="prime"):
+        Improviser(MODEL, CODEC).step()
+
+
+# --- seeds and variations -----------------------------------------------------------------------
+def test_same_seed_gives_byte_identical_midi_and_another_seed_differs():
+    a, b, c = gen(seed=7)[0], gen(seed=7)[0], gen(seed=8)[0]
+    assert midi_bytes(a) == midi_bytes(b)
+    assert midi_bytes(a) != midi_bytes(c)
+
+
+def test_n_variations_gives_that_many_different_sequences():
+    outs = gen(n_variations=64, n_events=30)
+    assert len(outs) == 64
+    assert all(len(o) >= 30 for o in outs)
+    assert len({midi_bytes(o) for o in outs}) > 50
+
+
+def test_primer_as_a_list_of_triples_or_an_event_array():
+    triples = [tuple(e) for e in PRIMER.tolist()]
+    from_list, from_array = gen(primer=triples)[0], gen(primer=make_events(triples))[0]
+    assert midi_bytes(from_list) == midi_bytes(from_array)
+    # the primer is really fed: another primer, another state
+    a, b = Improviser(MODEL, CODEC), Improviser(MODEL, CODEC)
+    a.prime(triples)
+    b.prime(EVENTS[40:60])
+    assert np.abs(a.log_probs[0] - b.log_probs[0]).max() > 1e-3
+
+
+def test_the_primer_builds_up_the_state_and_the_clock():
+    improviser = Improviser(MODEL, CODEC, n_variations=3)
+    improviser.prime(PRIMER)
+    decoded = CODEC.decode(CODEC.encode(PRIMER))
+    np.testing.assert_allclose(improviser.now_s, decoded["delta_s"].sum())
+    reference = Improviser(MODEL, CODEC, n_variations=1)
+    for code in CODEC.encode(PRIMER):
+        reference.feed(code[None])
+    for mine, ref in zip(improviser.log_probs, reference.log_probs):
+        np.testing.assert_allclose(mine, np.repeat(ref, 3, axis=0), atol=1e-6)
+
+
+# --- sampling controls --------------------------------------------------------------------------
+def greedy_choice(improviser) -> np.ndarray:
+    """What a greedy decoder picks next, written out from the documented order: the velocity
+    head first (an off only while a note sounds), then the pitch among those that choice allows
+    (an off ends a sounding pitch, an on starts a silent one), then the time."""
+    lp_pitch, lp_velocity, lp_time = improviser.log_probs
+    sounding = ~np.isnan(improviser.sounding_since)
+    allowed_velocity = np.ones_like(lp_velocity, bool)
+    allowed_velocity[:, 0] = sounding.any(axis=1)
+    velocity = np.where(allowed_velocity, lp_velocity, -np.inf).argmax(1)
+    allowed_pitch = np.where((velocity == 0)[:, None], sounding, ~sounding)
+    allowed_pitch[~allowed_pitch.any(axis=1)] = True
+    pitch = np.where(allowed_pitch, lp_pitch, -np.inf).argmax(1)
+    return np.stack([pitch, velocity, lp_time.argmax(1)], axis=1)
+
+
+def greedy_fraction(sampling, n_steps=100, n_variations=8) -> float:
+    """How often a step picks exactly what the greedy decoder would (``max_note_s`` is made
+    large: a note held too long is ended whatever the model says)."""
+    improviser = Improviser(MODEL, CODEC, replace(sampling, max_note_s=1e9), seed=3,
+                            n_variations=n_variations)
+    improviser.prime(PRIMER)
+    agree = []
+    for _ in range(n_steps):
+        expected = greedy_choice(improviser)
+        codes, _ = improviser.step()
+        agree.append((codes == expected).all(axis=1))
+    return float(np.mean(agree))
+
+
+def test_top_k_1_is_the_argmax_of_every_head():
+    sampling = SamplingConfig(top_k=1)
+    assert greedy_fraction(sampling) == 1.0
+    assert midi_bytes(gen(sampling, seed=1)[0]) == midi_bytes(gen(sampling, seed=2)[0])
+
+
+def test_temperature_towards_zero_becomes_greedy():
+    fractions = [greedy_fraction(SamplingConfig(temperature=t)) for t in (1.0, 0.1, 0.02, 1e-5)]
+    assert fractions == sorted(fractions) and fractions[0] < 0.1 and fractions[-1] == 1.0
+    # and the sampling distributions sharpen steadily on the way
+    peaks = []
+    for t in (1.0, 0.1, 0.01, 0.001):
+        improviser = Improviser(MODEL, CODEC, SamplingConfig(temperature=t))
+        improviser.prime(PRIMER)
+        peaks.append(improviser.step()[1]["pitch"].max())
+    assert peaks == sorted(peaks) and peaks[-1] > 0.9 > peaks[0]
+
+
+def test_tiny_top_p_equals_top_k_1():
+    top_p = midi_bytes(gen(SamplingConfig(top_p=1e-9), seed=4)[0])
+    assert top_p == midi_bytes(gen(SamplingConfig(top_k=1), seed=4)[0])
+
+
+def test_top_k_and_top_p_keep_the_right_classes():
+    improviser = Improviser(MODEL, CODEC, SamplingConfig(top_k=5, top_p=0.999999))
+    improviser.prime(PRIMER)
+    lp = improviser.log_probs[0][0]
+    probs = improviser.step()[1]["pitch"][0]
+    assert set(np.flatnonzero(probs)) == set(np.argsort(-lp)[:5])
+    np.testing.assert_allclose(probs.sum(), 1.0, rtol=1e-6)
+
+    improviser = Improviser(MODEL, CODEC, SamplingConfig(top_p=0.5))
+    improviser.prime(PRIMER)
+    p = np.exp(improviser.log_probs[0][0])
+    kept = np.flatnonzero(improviser.step()[1]["pitch"][0])
+    order = np.argsort(-p)
+    n = np.searchsorted(np.cumsum(p[order]), 0.5) + 1  # smallest set with >= 0.5
+    assert set(kept) == set(order[:n])
+
+
+def test_per_head_temperature_overrides_the_overall_one():
+    sampling = SamplingConfig(temperature=1.0, temperature_pitch=1e-4)
+    improviser = Improviser(MODEL, CODEC, sampling, n_variations=2)
+    improviser.prime(PRIMER)
+    probs = improviser.step()[1]
+    assert probs["pitch"].max(axis=1).min() > 0.999
+    assert probs["time"].max() < 0.999
+
+
+# --- note hygiene -------------------------------------------------------------------------------
+def test_every_off_ends_a_sounding_note_and_every_note_ends():
+    for temperature in (1.0, 2.0):
+        outs = gen(SamplingConfig(temperature=temperature), n_variations=16, n_events=300)
+        for out in outs:
+            assert walk_notes(out)[:2] == (0, 0)  # no orphan off, nothing left sounding
+            assert walk_notes(np.concatenate([PRIMER, out]))[:2] == (0, 0)
+
+
+def test_offs_may_end_notes_the_primer_left_sounding():
+    primer = make_events([(60, 90, 0.0), (64, 90, 0.0), (67, 90, 0.0), (72, 80, 0.4)])
+    for out in gen(primer=primer, n_variations=8, n_events=200):
+        orphans, _, _ = walk_notes(np.concatenate([primer, out]))
+        assert orphans == 0
+
+
+def holding_model(codec):
+    """A model that never chooses to end a note (velocity class 0 is very unlikely), spreads
+    its notes over every pitch and always waits the longest time: notes are held for long."""
+    model = tiny_model(codec)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        bias = torch.zeros(sum(codec.sizes))
+        n_p, n_v, n_t = codec.sizes
+        bias[n_p] = -30.0  # velocity class 0: note-off
+        bias[n_p + n_v + n_t - 1] = 30.0  # the longest time class
+        model.head.bias.copy_(bias)
+    return model
+
+
+def test_the_model_decides_how_often_notes_end():
+    # A model that wants to end a note 70% of the time, over 89 equally likely pitches, keeps
+    # few notes sounding. Sampling the pitch first would end a note only when it happened to
+    # pick a sounding pitch, piling up ~45 held notes ("long sloppy chords").
+    model = tiny_model(CODEC)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        bias = torch.full((sum(CODEC.sizes),), 0.0)
+        n_p, n_v, _ = CODEC.sizes
+        bias[n_p:n_p + n_v] = -30.0
+        bias[n_p], bias[n_p + 100] = np.log(0.7), np.log(0.3)  # off 70%, velocity 100 30%
+        model.head.bias.copy_(bias)
+    outs = gen(model=model, n_variations=8, n_events=200, sampling=SamplingConfig(max_note_s=1e9))
+    for out in outs:
+        polyphony = np.cumsum(np.where(out["velocity"] > 0, 1, -1))
+        assert polyphony.min() >= 0
+        assert polyphony.mean() < 3 and polyphony.max() < 12
+
+
+def test_notes_held_too_long_are_ended():
+    model = holding_model(CODEC)
+    longest_step = max(CODEC.time_centers_s)
+    kw = dict(model=model, n_variations=4, n_events=300)
+    free = gen(SamplingConfig(max_note_s=1e9), **kw)
+    free_longest = max(max(walk_notes(out)[2]) for out in free)
+    assert free_longest > 10 * longest_step  # without the limit, notes are held for long
+    limit = 2 * longest_step
+    for out in gen(SamplingConfig(max_note_s=limit), **kw):
+        orphans, open_notes, durations = walk_notes(out)
+        assert (orphans, open_notes) == (0, 0)
+        # the check runs before each new event: one more step, plus the final gap, at most
+        assert max(durations) <= limit + 2 * longest_step + 1e-9
+        assert max(durations) > limit  # notes were really held up to the limit
+
+
+# --- length -------------------------------------------------------------------------------------
+def test_seconds_limits_the_length():
+    seconds = 6.0
+    longest_step = max(CODEC.time_centers_s)
+    outs = gen(seconds=seconds, n_events=10_000, n_variations=5)
+    for out in outs:
+        assert len(out) < 10_000
+        duration = out["delta_s"].sum()  # includes the final gap before the closing offs
+        assert seconds <= duration <= seconds + 2 * longest_step + 1e-9
+
+
+def test_generation_stops_once_every_variation_is_long_enough(monkeypatch):
+    steps = []
+    real_step = Improviser.step
+
+    def counting_step(self):
+        steps.append(1)
+        return real_step(self)
+
+    monkeypatch.setattr(Improviser, "step", counting_step)
+    outs = gen(seconds=2.0, n_events=10_000, n_variations=3)
+    assert len(steps) <= max(len(o) for o in outs)
+
+
+def test_n_events_caps_the_length_when_seconds_is_not_reached():
+    out = gen(seconds=1e6, n_events=25)[0]
+    _, open_notes, _ = walk_notes(out[:25])
+    assert len(out) == 25 + open_notes  # 25 events, then the offs that close open notes
+
+
+# --- a trained model continues what it learned --------------------------------------------------
+def test_a_model_trained_on_a_pattern_continues_it_greedily():
+    events = pattern_events(40)
+    codec = fitted_codec(events)
+    codes = codec.encode(events)
+    best = train(codec, [codes[:256]], [codes[256:]],
+                 TrainConfig(epochs=10, seq_len=16, batch_size=4, lr=5e-2, seed=0),
+                 tiny_config(codec), progress=False)
+    out = generate(best.model, codec, events[:13], n_events=32,
+                   sampling=SamplingConfig(top_k=1))[0]
+    expected = codec.decode(codec.encode(make_events((PATTERN * 6)[13:13 + 32])))
+    np.testing.assert_array_equal(out[:32], expected)

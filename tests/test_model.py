@@ -1,0 +1,107 @@
+"""NoteLSTM: shapes, normalised heads, both input modes, the input tables, the frozen config."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from helpers_model import fitted_codec, pattern_events, tiny_model
+from helpers_model import one_thread  # noqa: F401  (autouse: one torch thread)
+from midilstm.model import ModelConfig, NoteLSTM
+
+CODEC = fitted_codec(pattern_events(4))
+MODES = [dict(input_mode="one_hot"), dict(input_mode="embedding", embedding_dim=5),
+         dict(input_mode="one_hot", num_layers=2), dict(input_mode="embedding", num_layers=2)]
+
+
+def random_codes(sizes, shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randint(0, n, shape, generator=g) for n in sizes], dim=-1)
+
+
+@pytest.mark.parametrize("kw", MODES)
+def test_output_shapes_and_each_head_is_a_normalised_distribution(kw):
+    model = tiny_model(CODEC, **kw)
+    codes = random_codes(CODEC.sizes, (3, 7))
+    log_probs, (h, c) = model(codes)
+    assert len(log_probs) == 3
+    for lp, n in zip(log_probs, CODEC.sizes):
+        assert lp.shape == (3, 7, n)
+        assert (lp <= 0).all()
+        torch.testing.assert_close(lp.logsumexp(-1), torch.zeros(3, 7), atol=1e-5, rtol=0)
+    assert h.shape == c.shape == (model.config.num_layers, 3, model.config.hidden_size)
+
+
+@pytest.mark.parametrize("kw", MODES)
+def test_carrying_the_state_equals_one_long_forward(kw):
+    model = tiny_model(CODEC, **kw)
+    codes = random_codes(CODEC.sizes, (2, 10), seed=1)
+    whole, _ = model(codes)
+    first, state = model(codes[:, :4])
+    second, _ = model(codes[:, 4:], state)
+    for w, a, b in zip(whole, first, second):
+        torch.testing.assert_close(torch.cat([a, b], dim=1), w, atol=1e-6, rtol=1e-5)
+
+
+def test_one_hot_input_is_three_concatenated_one_hots():
+    model = tiny_model(CODEC)
+    codes = torch.tensor([[[0, 0, 0], [5, 127, 4]]])
+    x = model.embed(codes)
+    assert x.shape == (1, 2, sum(CODEC.sizes))
+    assert model.lstm.input_size == sum(CODEC.sizes)
+    assert x.sum(-1).tolist() == [[3.0, 3.0]]
+    n_p, n_v, _ = CODEC.sizes
+    assert torch.nonzero(x[0, 1]).flatten().tolist() == [5, n_p + 127, n_p + n_v + 4]
+
+
+def test_embedding_input_uses_small_learned_tables():
+    model = tiny_model(CODEC, input_mode="embedding", embedding_dim=5)
+    assert model.lstm.input_size == 15
+    assert [e.weight.shape for e in model.embeddings] == [(n, 5) for n in CODEC.sizes]
+    codes = random_codes(CODEC.sizes, (2, 3))
+    x = model.embed(codes)
+    assert x.shape == (2, 3, 15)
+    torch.testing.assert_close(x[..., 5:10], model.embeddings[1].weight[codes[..., 1]])
+
+
+@pytest.mark.parametrize("kw", MODES)
+def test_input_tables_sum_is_the_first_layer_input_projection(kw):
+    model = tiny_model(CODEC, **kw)
+    tables = model.input_tables()
+    hidden4 = 4 * model.config.hidden_size
+    assert [t.shape for t in tables] == [(n, hidden4) for n in CODEC.sizes]
+    codes = random_codes(CODEC.sizes, (4, 6), seed=2)
+    with torch.no_grad():
+        expected = model.embed(codes) @ model.lstm.weight_ih_l0.T  # W_ih @ x
+        summed = sum(t[codes[..., i]] for i, t in enumerate(tables))
+    torch.testing.assert_close(summed, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_config_is_frozen_validated_and_normalised():
+    config = ModelConfig(sizes=[3, 4, 5], hidden_size=8)
+    assert config.sizes == (3, 4, 5) and isinstance(config.sizes, tuple)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.hidden_size = 9
+    with pytest.raises(ValueError, match="input_mode"):
+        ModelConfig(sizes=(3, 4, 5), input_mode="onehot")
+    assert ModelConfig(**config.to_dict()) == config
+    assert hash(config) == hash(ModelConfig(sizes=(3, 4, 5), hidden_size=8))
+
+
+def test_defaults_are_the_lesson_model():
+    model = NoteLSTM(ModelConfig(sizes=(89, 128, 12)))
+    assert model.lstm.input_size == 229 and model.lstm.hidden_size == 128
+    assert model.lstm.num_layers == 1 and model.dropout.p == pytest.approx(0.2)
+    assert model.head.out_features == 229
+
+
+def test_dropout_only_in_training_mode():
+    model = tiny_model(CODEC, dropout=0.5)
+    codes = random_codes(CODEC.sizes, (2, 5))
+    a, _ = model(codes)
+    b, _ = model(codes)
+    torch.testing.assert_close(a[0], b[0])  # eval: deterministic
+    model.train()
+    torch.manual_seed(0)
+    c, _ = model(codes)
+    assert not np.allclose(a[0].detach().numpy(), c[0].detach().numpy())
