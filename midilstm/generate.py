@@ -3,9 +3,9 @@
 The lesson re-ran the whole 30-event window for every new note. An LSTM's state already
 summarises everything it has seen, so here each new event costs one step: look up the
 event's input projection (three table rows, see ``NoteLSTM.input_tables``), update the state,
-read the three heads, sample. The step runs in numpy on weights copied out of the model once:
-for one small step, numpy's per-call overhead is a fraction of torch's. A test checks that it
-matches the torch model.
+read the three heads, sample. The network step runs in numpy on weights copied out of the model
+once (a test checks it against the torch model); the sampler, hundreds of tiny operations, runs
+as loops compiled by numba (``midilstm.step``).
 
 Sampling controls: temperature (overall or per head), top-k, top-p, a seed, several
 variations in one batch, and note hygiene: a note-off is only sampled for a sounding pitch, a
@@ -19,9 +19,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .codec import EventCodec
+from . import step
+from .codec import HEADS, EventCodec
 from .events import end_all_notes, make_events
 from .model import NoteLSTM
+
+
+BLAS_STREAMS = 8  # from this many variations on, numpy's matrix products beat compiled loops
 
 
 @dataclass(frozen=True)
@@ -58,36 +62,74 @@ class Improviser:
         layers, hidden = model.config.num_layers, model.config.hidden_size
         self.h = np.zeros((layers, n_variations, hidden), np.float32)
         self.c = np.zeros_like(self.h)
-        self.log_probs = None  # the heads' output after the last event fed
+        self.logits = np.zeros((n_variations, sum(codec.sizes)), np.float32)
+        self.fed = False
         self.now_s = np.zeros(n_variations)  # time of the last event, per stream
         self.sounding_since = np.full((n_variations, codec.n_pitches), np.nan)  # onset or NaN
         self.time_centers = np.concatenate([[0.0], codec.time_centers_s])
+        self.sizes = np.array(codec.sizes, np.int64)
+        self.splits = np.cumsum(codec.sizes)[:-1]
+        self.inv_temperature = np.array([1 / max(sampling.temperature_of(h), 1e-6) for h in HEADS])
+        self.top_k = sampling.top_k or 0  # 0: off
+        self.top_p = 1.0 if sampling.top_p is None else float(sampling.top_p)  # 1: off
+        self._codes = np.zeros((n_variations, 3), np.int64)
+        self._probs = np.zeros((n_variations, sum(codec.sizes)))
 
     def _copy_weights(self, model: NoteLSTM):
+        """The weights as float32 numpy arrays in PyTorch's (outputs, inputs) layout."""
         lstm = model.lstm
         f32 = lambda t: t.detach().cpu().float().numpy()  # noqa: E731
-        self.tables = [f32(t) for t in model.input_tables()]
-        self.layers = []
-        for layer in range(lstm.num_layers):
-            bias = f32(getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}"))
-            w_ih = None if layer == 0 else f32(getattr(lstm, f"weight_ih_l{layer}")).T.copy()
-            self.layers.append((w_ih, f32(getattr(lstm, f"weight_hh_l{layer}")).T.copy(), bias))
-        self.head_w, self.head_b = f32(model.head.weight).T.copy(), f32(model.head.bias)
-        self.splits = np.cumsum(model.config.sizes)[:-1]
+        hidden = model.config.hidden_size
+        # sigmoid(a) = (1 + tanh(a / 2)) / 2: with the input, forget and output gates' weights
+        # halved, one tanh over all four gates gives every nonlinearity the cell needs.
+        scale = np.full(4 * hidden, 0.5, np.float32)
+        scale[2 * hidden:3 * hidden] = 1.0  # the cell candidate g takes a plain tanh
+        layers = range(lstm.num_layers)
+        column = scale[:, None]  # weights are (4 * hidden, inputs): scale the gate rows
+        self.bias = np.stack([f32(getattr(lstm, f"bias_ih_l{i}") + getattr(lstm, f"bias_hh_l{i}"))
+                              for i in layers]) * scale
+        self.w_hh = np.stack([f32(getattr(lstm, f"weight_hh_l{i}")) for i in layers]) * column
+        self.w_ih = np.stack([f32(getattr(lstm, f"weight_ih_l{i}")) * column for i in layers
+                              if i > 0] or [np.zeros((4 * hidden, hidden), np.float32)])
+        self.tables = [f32(t) * scale for t in model.input_tables()]
+        self.tables[0] += self.bias[0]  # the first layer's bias rides on the pitch table
+        self.head_w, self.head_b = f32(model.head.weight), f32(model.head.bias)
+
+    @property
+    def log_probs(self) -> list:
+        """Each head's log-probabilities (before temperature and masks) after the last event."""
+        if not self.fed:
+            return None
+        return [_log_softmax(p) for p in np.split(self.logits.astype(np.float64), self.splits, axis=1)]
 
     # --- the network, one step ---------------------------------------------------------------
-    def feed(self, codes: np.ndarray):
-        """Advance every stream's state by one event (codes: (n_variations, 3))."""
+    def feed(self, codes: np.ndarray, end_held: bool = False):
+        """Advance every stream by one event (codes: (n_variations, 3)); with ``end_held`` an
+        event is first replaced by a note-off for a note held longer than ``max_note_s``."""
+        codes = np.ascontiguousarray(codes, dtype=np.int64)
+        step.track_notes(codes, self.time_centers, self.sampling.max_note_s, self.now_s,
+                         self.sounding_since, end_held)
+        if self.n < BLAS_STREAMS:
+            step.lstm_step(codes, self.h, self.c, *self.tables, self.w_ih, self.w_hh, self.bias,
+                           self.head_w, self.head_b, self.logits)
+        else:
+            self._numpy_step(codes)
+        self.fed = True
+        return codes
+
+    def _numpy_step(self, codes):
+        """The network step as matrix products over all streams (``step.lstm_step`` is the
+        same step as loops, faster for a few streams)."""
         x = self.tables[0][codes[:, 0]] + self.tables[1][codes[:, 1]] + self.tables[2][codes[:, 2]]
-        for layer, (w_ih, w_hh, bias) in enumerate(self.layers):
-            gates = (x if w_ih is None else x @ w_ih) + self.h[layer] @ w_hh + bias
-            i, f, g, o = np.split(gates, 4, axis=1)  # PyTorch's gate order
-            self.c[layer] = _sigmoid(f) * self.c[layer] + _sigmoid(i) * np.tanh(g)
-            self.h[layer] = _sigmoid(o) * np.tanh(self.c[layer])
+        for layer in range(len(self.w_hh)):
+            gates = x if layer == 0 else x @ self.w_ih[layer - 1].T + self.bias[layer]
+            z = np.tanh(gates + self.h[layer] @ self.w_hh[layer].T)
+            i, f, g, o = np.split(z, 4, axis=1)  # PyTorch's gate order; i, f, o = 2*sigmoid - 1
+            self.c[layer] = 0.5 * ((f + 1) * self.c[layer] + (i + 1) * g)
+            self.h[layer] = 0.5 * (o + 1) * np.tanh(self.c[layer])
             x = self.h[layer]
-        logits = x @ self.head_w + self.head_b
-        self.log_probs = [_log_softmax(part) for part in np.split(logits, self.splits, axis=1)]
-        self._track_notes(codes)
+        np.matmul(x, self.head_w.T, out=self.logits)
+        self.logits += self.head_b
 
     def prime(self, primer_events: np.ndarray):
         """Feed a primer (an event array, or ``(pitch, velocity, delta_s)`` triples) to every
@@ -100,62 +142,24 @@ class Improviser:
     # --- sampling ----------------------------------------------------------------------------
     def step(self):
         """Sample one event per stream, feed it back, and return ``(codes, probs)`` where
-        ``probs`` holds each head's sampling distribution (after temperature, top-k/p, masks)."""
-        if self.log_probs is None:
+        ``probs`` holds each head's sampling distribution (after temperature, top-k/p, masks).
+
+        Hygiene, applied as masks: a note-off only while some note sounds, and then only for a
+        sounding pitch; a note-on only for a silent pitch. The velocity head (on or off?) is
+        sampled first, so the model's own balance of starting and ending notes is kept;
+        sampling the pitch first turns most intended offs into ons ("sloppy chords").
+        """
+        codes = self._advance(self.rng.random((self.n, 3)))
+        return codes.copy(), dict(zip(HEADS, np.split(self._probs.copy(), self.splits, axis=1)))
+
+    def _advance(self, uniforms: np.ndarray) -> np.ndarray:
+        """Sample and feed one event per stream from three uniform draws per stream; returns
+        the codes (a buffer reused by the next call)."""
+        if not self.fed:
             raise RuntimeError("prime the improviser with at least one event first")
-        # Hygiene, applied as masks: a note-off only while some note sounds, and then only for a
-        # sounding pitch; a note-on only for a silent pitch. The velocity head (on or off?) is
-        # sampled first, so the model's own balance of starting and ending notes is kept;
-        # sampling the pitch first would turn most intended offs into ons ("sloppy chords").
-        sounding = ~np.isnan(self.sounding_since)  # (streams, pitches)
-        allowed_velocity = np.ones_like(self.log_probs[1], bool)
-        allowed_velocity[:, 0] = sounding.any(axis=1)
-        probs = {"velocity": self._distribution("velocity", self.log_probs[1], allowed_velocity)}
-        velocity = _sample(probs["velocity"], self.rng)
-        allowed_pitch = np.where((velocity == 0)[:, None], sounding, ~sounding)
-        allowed_pitch[~allowed_pitch.any(axis=1)] = True  # every pitch sounding: nothing to mask
-        probs["pitch"] = self._distribution("pitch", self.log_probs[0], allowed_pitch)
-        pitch = _sample(probs["pitch"], self.rng)
-        probs["time"] = self._distribution("time", self.log_probs[2])
-        time = _sample(probs["time"], self.rng)
-        codes = np.stack([pitch, velocity, time], axis=1)
-        self._end_held_notes(codes)
-        self.feed(codes)
-        return codes, probs
-
-    def _distribution(self, head, log_probs, allowed=None):
-        scaled = log_probs / max(self.sampling.temperature_of(head), 1e-6)
-        if allowed is not None:
-            scaled = np.where(allowed, scaled, -np.inf)
-        k = self.sampling.top_k
-        if k is not None and k < scaled.shape[1]:
-            kth = -np.partition(-scaled, k - 1, axis=1)[:, k - 1:k]
-            scaled = np.where(scaled >= kth, scaled, -np.inf)
-        p = np.exp(scaled - scaled.max(axis=1, keepdims=True))
-        p /= p.sum(axis=1, keepdims=True)
-        if self.sampling.top_p is not None and self.sampling.top_p < 1:
-            order = np.argsort(-p, axis=1, kind="stable")
-            sorted_p = np.take_along_axis(p, order, axis=1)
-            drop_sorted = np.cumsum(sorted_p, axis=1) - sorted_p >= self.sampling.top_p
-            drop = np.zeros_like(drop_sorted)
-            np.put_along_axis(drop, order, drop_sorted, axis=1)
-            p = np.where(drop, 0.0, p)
-            p /= p.sum(axis=1, keepdims=True)
-        return p
-
-    def _end_held_notes(self, codes):
-        """Replace a stream's sample by a note-off when one of its notes is held too long."""
-        held = (self.now_s[:, None] - self.sounding_since) > self.sampling.max_note_s
-        for stream in np.flatnonzero(held.any(axis=1)):
-            codes[stream] = (np.argmax(held[stream]), 0, 0)  # off, at the same time
-
-    def _track_notes(self, codes):
-        self.now_s += self.time_centers[codes[:, 2]]
-        rows = np.arange(self.n)
-        on = codes[:, 1] > 0
-        start = on & np.isnan(self.sounding_since[rows, codes[:, 0]])
-        self.sounding_since[rows[start], codes[start, 0]] = self.now_s[start]
-        self.sounding_since[rows[~on], codes[~on, 0]] = np.nan
+        step.sample_step(self.logits, self.sizes, self.inv_temperature, self.top_k, self.top_p,
+                         self.sounding_since, uniforms, self._codes, self._probs)
+        return self.feed(self._codes, end_held=True)
 
 
 def generate(model: NoteLSTM, codec: EventCodec, primer: np.ndarray, *, n_events: int = 500,
@@ -169,31 +173,21 @@ def generate(model: NoteLSTM, codec: EventCodec, primer: np.ndarray, *, n_events
     improviser = Improviser(model, codec, sampling, seed, n_variations)
     improviser.prime(primer)
     start_s = improviser.now_s.copy()
-    steps, lengths = [], np.full(n_variations, n_events)
-    for step in tqdm(range(n_events), disable=not progress, desc="generating", unit="event"):
-        codes, _ = improviser.step()
-        steps.append(codes)
+    # The same draws, in the same order, as calling improviser.step() n_events times.
+    uniforms = improviser.rng.random((n_events, n_variations, 3))
+    codes = np.zeros((n_variations, n_events, 3), np.int64)
+    lengths = np.full(n_variations, n_events)
+    for t in tqdm(range(n_events), disable=not progress, desc="generating", unit="event"):
+        codes[:, t] = improviser._advance(uniforms[t])
         if seconds is not None:
             done = (improviser.now_s - start_s >= seconds) & (lengths == n_events)
-            lengths[done] = step + 1
+            lengths[done] = t + 1
             if (lengths < n_events).all():
                 break
-    codes = np.stack(steps, axis=1) if steps else np.zeros((n_variations, 0, 3), np.int64)
     gap_s = codec.time_centers_s[len(codec.time_centers_s) // 2]  # a typical pause
     return [end_all_notes(codec.decode(codes[i, :lengths[i]]), gap_s) for i in range(n_variations)]
-
-
-def _sigmoid(x):
-    return 0.5 * (np.tanh(0.5 * x) + 1.0)  # stable for large |x|
 
 
 def _log_softmax(x):
     x = x - x.max(axis=1, keepdims=True)
     return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
-
-
-def _sample(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One class per row of probabilities, by inverse CDF (deterministic given ``rng``)."""
-    u = rng.random((p.shape[0], 1))
-    cdf = np.cumsum(p, axis=1)
-    return np.minimum((cdf < u * cdf[:, -1:]).sum(axis=1), p.shape[1] - 1)

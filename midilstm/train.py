@@ -26,12 +26,12 @@ from .model import ModelConfig, NoteLSTM
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 200  # upper bound; early stopping usually ends far sooner
-    seq_len: int = 64  # steps per training sequence (all of them carry a loss)
+    seq_len: int = 32  # steps per training sequence (all of them carry a loss)
     batch_size: int = 16  # sequences per optimiser step: small data, many small steps
-    lr: float = 3e-3  # Adam learning rate
+    lr: float = 5e-3  # Adam learning rate
     patience: int = 20  # epochs without validation improvement before stopping
     grad_clip: float = 1.0  # max gradient norm: keeps LSTM training stable
-    transpose_semitones: int = 0  # augmentation of training data only; 0 = off
+    transpose_semitones: int = 5  # random transposition of training sequences only; 0 = off
     seed: int = 0
     device: str = "auto"  # "auto" = CUDA when present, else CPU
 

@@ -13,7 +13,7 @@ from helpers_model import (PATTERN, fitted_codec, pattern_events, random_walk_ev
 from helpers_model import one_thread  # noqa: F401  (autouse: one torch thread)
 from midilstm.events import make_events
 from midilstm.export import events_to_midi
-from midilstm.generate import Improviser, SamplingConfig, generate
+from midilstm.generate import BLAS_STREAMS, Improviser, SamplingConfig, generate
 from midilstm.train import TrainConfig, train
 
 EVENTS = random_walk_events(200, seed=1)
@@ -37,18 +37,29 @@ def gen(sampling=SamplingConfig(), seed=0, model=MODEL, primer=PRIMER, **kw):
 
 
 # --- the numpy step is the torch model ----------------------------------------------------------
+@pytest.mark.parametrize("streams", [2, BLAS_STREAMS])  # the compiled loops, and numpy's products
 @pytest.mark.parametrize("kw", MODES)
-def test_numpy_step_matches_the_torch_model(kw):
+def test_numpy_step_matches_the_torch_model(kw, streams):
     model = tiny_model(CODEC, seed=3, **kw)
-    codes = CODEC.encode(EVENTS[:60]).reshape(2, 30, 3)  # two streams, different music
+    codes = CODEC.encode(EVENTS[:30 * streams]).reshape(streams, 30, 3)  # different music each
     with torch.no_grad():
         expected, _ = model(torch.as_tensor(codes))
-    improviser = Improviser(model, CODEC, n_variations=2)
+    improviser = Improviser(model, CODEC, n_variations=streams)
     for t in range(codes.shape[1]):
         improviser.feed(codes[:, t])
         for head in range(3):
             np.testing.assert_allclose(improviser.log_probs[head], expected[head][:, t].numpy(),
                                        atol=1e-5, rtol=0)
+
+
+def test_generate_makes_the_same_draws_as_stepping_by_hand():
+    sampling = SamplingConfig(temperature=1.3, top_p=0.9)
+    improviser = Improviser(MODEL, CODEC, sampling, seed=5, n_variations=3)
+    improviser.prime(PRIMER)
+    by_hand = np.stack([improviser.step()[0] for _ in range(50)], axis=1)
+    generated = gen(sampling, seed=5, n_events=50, n_variations=3)
+    for stream in range(3):
+        np.testing.assert_array_equal(CODEC.encode(generated[stream])[:50, :2], by_hand[stream, :, :2])
 
 
 def test_step_needs_a_primer():
@@ -273,7 +284,7 @@ def test_a_model_trained_on_a_pattern_continues_it_greedily():
     codec = fitted_codec(events)
     codes = codec.encode(events)
     best = train(codec, [codes[:256]], [codes[256:]],
-                 TrainConfig(epochs=10, seq_len=16, batch_size=4, lr=5e-2, seed=0),
+                 TrainConfig(epochs=10, seq_len=16, batch_size=4, lr=5e-2, seed=0, transpose_semitones=0),
                  tiny_config(codec), progress=False)
     out = generate(best.model, codec, events[:13], n_events=32,
                    sampling=SamplingConfig(top_k=1))[0]

@@ -19,7 +19,8 @@ EVENTS = pattern_events(40)  # 320 events, a bar of 8 repeated
 CODEC = fitted_codec(EVENTS)
 CODES = CODEC.encode(EVENTS)
 TRAIN, VAL = [CODES[:256]], [CODES[256:]]
-FAST = TrainConfig(epochs=10, seq_len=16, batch_size=4, lr=5e-2, patience=10, seed=0)
+FAST = TrainConfig(epochs=10, seq_len=16, batch_size=4, lr=5e-2, patience=10, seed=0,
+                   transpose_semitones=0)  # the patterns below are in one key
 
 
 def run(config=FAST, **kw):

@@ -1,0 +1,168 @@
+"""The sampler of a generation step, compiled: masks, temperature, top-k/p and the draw as loops.
+
+Sampling one event is a few hundred tiny operations on three short arrays. Called one by one
+from Python, numpy's operations cost a microsecond of overhead each, far more than their
+arithmetic (the LSTM's matrix products, in ``generate``, are the opposite: a few large
+operations, which numpy does well). So these loops are compiled once by numba (``cache=True``
+keeps the machine code in ``__pycache__``) and run at C speed:
+
+* ``sample_step``  per head: note-hygiene masks, temperature, top-k, top-p, then one draw
+* ``track_notes``  which pitches sound since when, and the clock of each stream
+* ``lstm_step``    the network step for a few streams (with many, numpy's matrix products win)
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# Sums may be reordered (vectorised); NaN and inf keep their meaning.
+_SUM_MATH = {"reassoc", "contract"}
+
+
+@njit(cache=True, fastmath=_SUM_MATH)
+def lstm_step(codes, h, c, table_p, table_v, table_t, w_ih, w_hh, bias, head_w, head_b, logits):
+    """The same step as ``Improviser._numpy_step``, as loops, one stream after the other.
+
+    Weight matrices are PyTorch's (outputs, inputs) layout, with the input, forget and output
+    gates pre-scaled by 1/2 so that tanh gives every nonlinearity; ``w_ih`` (layers-1, 4*hidden,
+    hidden) and ``bias`` (layers, 4*hidden) serve layers 1 and up (layer 0 uses the tables,
+    which include its bias).
+    """
+    layers, streams, hidden = h.shape
+    gates = np.empty(4 * hidden, np.float32)
+    for b in range(streams):
+        for layer in range(layers):
+            for j in range(4 * hidden):
+                if layer == 0:  # one-hot input: three table rows instead of a product
+                    x = table_p[codes[b, 0], j] + table_v[codes[b, 1], j] + table_t[codes[b, 2], j]
+                else:
+                    x = bias[layer, j] + _dot(w_ih[layer - 1, j], h[layer - 1, b])
+                gates[j] = _tanh(x + _dot(w_hh[layer, j], h[layer, b]))
+            for k in range(hidden):  # gates hold tanh: i, f, o = 2*sigmoid - 1
+                i, f, g, o = gates[k], gates[hidden + k], gates[2 * hidden + k], gates[3 * hidden + k]
+                c[layer, b, k] = 0.5 * ((f + 1) * c[layer, b, k] + (i + 1) * g)
+                h[layer, b, k] = 0.5 * (o + 1) * _tanh(c[layer, b, k])
+        for j in range(head_w.shape[0]):
+            logits[b, j] = head_b[j] + _dot(head_w[j], h[layers - 1, b])
+
+
+@njit(cache=True)
+def _tanh(x):
+    """tanh through exp, which compiles to a call four times cheaper than tanh's."""
+    return 2.0 / (1.0 + np.exp(-2.0 * x)) - 1.0
+
+
+@njit(cache=True, fastmath=_SUM_MATH)
+def _dot(a, b):
+    acc = np.float32(0.0)
+    for k in range(a.shape[0]):
+        acc += a[k] * b[k]
+    return acc
+
+
+# How a head's classes are masked by the notes sounding in a stream (note hygiene).
+ALL, SOUNDING, SILENT, OFF_NEEDS_A_NOTE = 0, 1, 2, 3
+
+
+@njit(cache=True)
+def sample_step(logits, sizes, inv_temperature, top_k, top_p, sounding_since, uniforms,
+                codes, probs):
+    """Draw one event per stream: velocity first (start or end a note?), then a pitch that
+    choice allows, then the time class. Writes ``codes`` (B, 3) and the distributions sampled
+    from into ``probs`` (B, outputs). ``top_k`` 0 and ``top_p`` 1 mean "off"; a silent pitch
+    has ``sounding_since`` NaN."""
+    n_pitch, n_velocity = sizes[0], sizes[1]
+    v0, t0 = n_pitch, n_pitch + n_velocity
+    for b in range(logits.shape[0]):
+        playing = sounding_since[b]
+        _distribution(logits[b, v0:t0], inv_temperature[1], OFF_NEEDS_A_NOTE, playing, top_k,
+                      top_p, probs[b, v0:t0])
+        velocity = _draw(probs[b, v0:t0], uniforms[b, 1])
+        mask = SOUNDING if velocity == 0 else SILENT
+        if not _distribution(logits[b, :v0], inv_temperature[0], mask, playing, top_k, top_p,
+                             probs[b, :v0]):  # nothing allowed (every pitch sounding): no mask
+            _distribution(logits[b, :v0], inv_temperature[0], ALL, playing, top_k, top_p,
+                          probs[b, :v0])
+        pitch = _draw(probs[b, :v0], uniforms[b, 0])
+        _distribution(logits[b, t0:], inv_temperature[2], ALL, playing, top_k, top_p,
+                      probs[b, t0:])
+        codes[b, 0], codes[b, 1], codes[b, 2] = pitch, velocity, _draw(probs[b, t0:], uniforms[b, 2])
+
+
+@njit(cache=True)
+def _allowed(i, mask, playing, any_playing):
+    if mask == SOUNDING:
+        return not np.isnan(playing[i])
+    if mask == SILENT:
+        return np.isnan(playing[i])
+    if mask == OFF_NEEDS_A_NOTE and i == 0:
+        return any_playing
+    return True
+
+
+@njit(cache=True)
+def _distribution(logits, inv_temperature, mask, playing, top_k, top_p, out):
+    """Softmax of ``logits * inv_temperature`` over the allowed classes, cut to the top k and
+    to the smallest set holding ``top_p`` of the probability, renormalised into ``out``.
+    Returns False when no class is allowed."""
+    n = logits.shape[0]
+    any_playing = mask == OFF_NEEDS_A_NOTE and not np.isnan(playing).all()
+    peak = -np.inf
+    for i in range(n):
+        out[i] = logits[i] * inv_temperature if _allowed(i, mask, playing, any_playing) else -np.inf
+        peak = max(peak, out[i])
+    if peak == -np.inf:
+        return False
+    if 0 < top_k < n:
+        kth = np.sort(out)[n - top_k]
+        for i in range(n):
+            if out[i] < kth:
+                out[i] = -np.inf
+    total = 0.0
+    for i in range(n):
+        out[i] = np.exp(out[i] - peak)
+        total += out[i]
+    out /= total
+    if top_p < 1.0:
+        before = 0.0  # probability of the classes ranked above this one
+        for i in np.argsort(-out, kind="mergesort"):
+            p = out[i]
+            if before >= top_p:
+                out[i] = 0.0
+            before += p
+        out /= out.sum()
+    return True
+
+
+@njit(cache=True)
+def _draw(p, u):
+    """Inverse CDF: the first class whose cumulative probability exceeds ``u`` (in [0, 1))."""
+    target = u * p.sum()
+    acc = 0.0
+    last = 0
+    for i in range(p.shape[0]):
+        if p[i] > 0.0:
+            last = i
+            acc += p[i]
+            if acc > target:
+                return i
+    return last  # rounding left the target just above the total
+
+
+@njit(cache=True)
+def track_notes(codes, time_centers, max_note_s, now_s, sounding_since, end_held):
+    """Advance each stream's clock and its sounding notes by the event in ``codes``. With
+    ``end_held``, first replace the event by a note-off (at once) if a note has been held longer
+    than ``max_note_s``."""
+    for b in range(codes.shape[0]):
+        if end_held:
+            for pitch in range(sounding_since.shape[1]):
+                if now_s[b] - sounding_since[b, pitch] > max_note_s:  # NaN compares False
+                    codes[b, 0], codes[b, 1], codes[b, 2] = pitch, 0, 0
+                    break
+        now_s[b] += time_centers[codes[b, 2]]
+        pitch = codes[b, 0]
+        if codes[b, 1] == 0:
+            sounding_since[b, pitch] = np.nan
+        elif np.isnan(sounding_since[b, pitch]):
+            sounding_since[b, pitch] = now_s[b]
