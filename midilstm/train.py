@@ -26,9 +26,10 @@ from .model import ModelConfig, NoteLSTM
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 200  # upper bound; early stopping usually ends far sooner
-    seq_len: int = 32  # steps per training sequence (all of them carry a loss)
-    batch_size: int = 16  # sequences per optimiser step: small data, many small steps
-    lr: float = 5e-3  # Adam learning rate
+    seq_len: int = 64  # steps per training sequence, all with a loss; long enough to learn
+    #                    which notes are still sounding (shorter: generated notes pile up)
+    batch_size: int = 16  # sequences per optimiser step
+    lr: float = 1e-2  # Adam learning rate (high, made safe by grad_clip)
     patience: int = 20  # epochs without validation improvement before stopping
     grad_clip: float = 1.0  # max gradient norm: keeps LSTM training stable
     transpose_semitones: int = 5  # random transposition of training sequences only; 0 = off
