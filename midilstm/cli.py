@@ -6,6 +6,7 @@ import json
 import sys
 
 from .errors import MidiInputError
+from .runs import add_run_commands  # papermill itself is imported only when a run starts
 
 
 def main(argv=None) -> int:
@@ -20,7 +21,7 @@ def main(argv=None) -> int:
     inspect.add_argument("--out-of-range", choices=("fold", "drop"), default="fold")
     inspect.set_defaults(handler=_inspect)
 
-    _add_run_commands(commands)
+    add_run_commands(commands)
     args = parser.parse_args(argv)
     return args.handler(args)
 
@@ -46,10 +47,3 @@ def _inspect(args) -> int:
     return 1 if failed else 0
 
 
-def _add_run_commands(commands):
-    """``run`` and ``sweep`` live in runs.py; imported lazily so ``inspect`` starts fast."""
-    try:
-        from .runs import add_run_commands
-    except ImportError:  # papermill missing: inspect still works
-        return
-    add_run_commands(commands)

@@ -39,8 +39,8 @@ def training_sequences(codes_list: list, seq_len: int, rng: np.random.Generator)
 
     Each piece is cut into back-to-back sequences from a random offset, so an epoch covers
     (nearly) every step once and the cut points move between epochs. A sequence's inputs are
-    ``seq[:-1]`` and its targets ``seq[1:]``. Pieces shorter than one sequence are used whole
-    only if every piece is that short (then ``seq_len`` shrinks to fit).
+    ``seq[:-1]`` and its targets ``seq[1:]``. Pieces shorter than ``seq_len + 1`` events are
+    left out; if even the longest piece is that short, ``seq_len`` shrinks to fit it.
     """
     seq_len = min(seq_len, max(len(c) for c in codes_list) - 1)
     chunks = []

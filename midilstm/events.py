@@ -78,6 +78,23 @@ def events_to_notes(events: np.ndarray) -> tuple[np.ndarray, dict]:
     return notes, {"orphan_offs": orphan_offs, "closed_at_end": len(closed)}
 
 
+def drop_orphan_offs(events: np.ndarray) -> np.ndarray:
+    """Remove note-offs of pitches that are not sounding, keeping every other event's time."""
+    open_notes = Counter()
+    keep = np.ones(len(events), bool)
+    for i, (pitch, velocity) in enumerate(zip(events["pitch"].tolist(), events["velocity"].tolist())):
+        if velocity > 0:
+            open_notes[pitch] += 1
+        elif open_notes[pitch] > 0:
+            open_notes[pitch] -= 1
+        else:
+            keep[i] = False
+    times = onset_times_s(events)[keep]
+    kept = events[keep].copy()
+    kept["delta_s"] = np.diff(times, prepend=0.0)
+    return kept
+
+
 def end_all_notes(events: np.ndarray, gap_s: float) -> np.ndarray:
     """Append a note-off for every note still sounding, ``gap_s`` after the last event."""
     open_notes = Counter()

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import step
 from .codec import HEADS, EventCodec
-from .events import end_all_notes, make_events
+from .events import drop_orphan_offs, end_all_notes, make_events
 from .model import NoteLSTM
 
 
@@ -37,6 +37,17 @@ class SamplingConfig:
     top_k: int | None = None  # keep only the k most likely classes of each head
     top_p: float | None = None  # keep the smallest set of classes with this much probability
     max_note_s: float = 5.0  # end notes held longer than this (Magenta uses 5 s)
+
+    def __post_init__(self):
+        temperatures = [self.temperature_of(h) for h in HEADS]
+        if min(temperatures) < 0:
+            raise ValueError(f"temperatures must be >= 0 (0 = greedy), got {temperatures}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be None or >= 1, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be None or in (0, 1], got {self.top_p}")
+        if self.max_note_s <= 0:
+            raise ValueError(f"max_note_s must be > 0, got {self.max_note_s}")
 
     def temperature_of(self, head: str) -> float:
         value = getattr(self, f"temperature_{head}")
@@ -185,7 +196,9 @@ def generate(model: NoteLSTM, codec: EventCodec, primer: np.ndarray, *, n_events
             if (lengths < n_events).all():
                 break
     gap_s = codec.time_centers_s[len(codec.time_centers_s) // 2]  # a typical pause
-    return [end_all_notes(codec.decode(codes[i, :lengths[i]]), gap_s) for i in range(n_variations)]
+    # Offs that end the primer's notes mean nothing without the primer: they are dropped.
+    return [end_all_notes(drop_orphan_offs(codec.decode(codes[i, :lengths[i]])), gap_s)
+            for i in range(n_variations)]
 
 
 def _log_softmax(x):

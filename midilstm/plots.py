@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .codec import HEADS
+from .constants import PITCH_HIGH, PITCH_LOW
 from .events import events_to_notes
 
 
@@ -16,7 +17,7 @@ def event_histograms(events: np.ndarray, title: str = ""):
     """The lesson's three histograms: pitch, velocity (of note-ons) and delta time."""
     fig, axes = plt.subplots(1, 3, figsize=(12, 3))
     on = events["velocity"] > 0
-    axes[0].hist(events["pitch"][on], bins=np.arange(20.5, 110.5, 1), color="tab:blue")
+    axes[0].hist(events["pitch"][on], bins=np.arange(PITCH_LOW - 0.5, PITCH_HIGH + 1.5, 1), color="tab:blue")
     axes[0].set(title="pitch (note-ons)", xlabel="MIDI pitch")
     axes[1].hist(events["velocity"][on], bins=np.arange(0.5, 128.5, 1), color="tab:orange")
     axes[1].set(title="velocity (note-ons)", xlabel="velocity")

@@ -8,11 +8,12 @@ can run alone given the earlier outputs::
       metrics.json         every step's figures, one section per notebook
       events.npz           01: the parsed pieces (EVENT_DTYPE arrays) and their names
       parse_report.json    01: what was read, kept and dropped, per file
+      events_train.npz     02: the training pieces (events), and events_val.npz
       codec.json           02: the fitted codec (time-bin edges)
-      codes.npz            02: encoded training and validation pieces
+      codes_train.npz      02: encoded training pieces, and codes_val.npz
       model.pt             03: the best checkpoint
       history.json         03: per-epoch training and validation metrics
-      generated/           04: sample_<i>.mid (and .wav)
+      generated/           04: sample_<i>.mid and .wav (emptied first, listed in metrics.json)
       notebooks/           the executed notebooks (when run by `python -m midilstm run`)
 
 Every write is atomic, so an interrupted step never leaves a half-written artifact.
@@ -94,7 +95,8 @@ class RunDir:
         manifest["outputs"] = {
             str(p.relative_to(self.path)): _sha256(p)
             for p in sorted(self.path.rglob("*"))
-            if p.is_file() and p.name != "manifest.json" and "notebooks" not in p.parts}
+            if p.is_file() and p.name != "manifest.json"
+            and p.relative_to(self.path).parts[0] != "notebooks"}
         manifest.update(extra or {})
         self.save_json("manifest.json", manifest)
         return manifest

@@ -15,6 +15,8 @@ import csv
 import io
 import itertools
 import json
+import os
+import sys
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
@@ -40,13 +42,11 @@ def run_series(params: dict, out, *, series=SERIES, log=print) -> Path:
     """Execute the notebooks into ``out``; raises if one fails (its partial notebook is kept)."""
     import papermill
 
+    declared = {name: declared_parameters(name) for name in series}
+    check_parameters(params, declared)
+    params = _with_absolute_piece(params)
     run = RunDir(Path(out).resolve())
     (run / "notebooks").mkdir(exist_ok=True)
-    declared = {name: declared_parameters(name) for name in series}
-    unknown = set(params) - set().union(*declared.values())
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {sorted(unknown)}; the notebooks declare "
-                         f"{sorted(set().union(*declared.values()) - {'run_dir'})}")
     timings = {}
     for name in series:
         mine = {k: v for k, v in params.items() if k in declared[name]}
@@ -61,9 +61,32 @@ def run_series(params: dict, out, *, series=SERIES, log=print) -> Path:
     return run.path
 
 
+def check_parameters(params: dict, declared: dict | None = None) -> None:
+    """Refuse, before anything runs, a name no notebook declares (or ``run_dir``: use --out)."""
+    declared = declared or {name: declared_parameters(name) for name in SERIES}
+    known = set().union(*declared.values()) - {"run_dir"}
+    unknown = set(params) - known
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {sorted(unknown)}; the notebooks declare "
+                         f"{sorted(known)} (the run directory is given with --out)")
+
+
+def _with_absolute_piece(params: dict) -> dict:
+    """The notebooks run in notebooks/: a ``piece`` path is made absolute (globs survive), so it
+    means what it meant where the command was typed. Bundled names stay as they are."""
+    from .music import expected_hashes
+
+    piece = params.get("piece")
+    if not isinstance(piece, str) or piece == "default" or \
+            piece in {n.split("/")[0] for n in expected_hashes()}:
+        return params
+    return {**params, "piece": os.path.abspath(piece)}
+
+
 def sweep(grid: dict, out, *, base: dict | None = None, jobs: int = 1, log=print) -> Path:
     """One run per point of ``grid`` ({name: [values]}), into ``out/run_XXX``; returns the
     summary CSV path. Failures are recorded in the summary, not raised."""
+    check_parameters({**(base or {}), **grid})
     out = Path(out).resolve()
     names = sorted(grid)
     points = [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
@@ -187,13 +210,16 @@ def _cli_run(args) -> int:
     params = {name: _value(value) for name, value in args.param}
     out = args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        path = run_series(params, out)
+        check_parameters(params)
     except ValueError as err:
-        print(f"error: {err}")
+        print(f"error: {err}", file=sys.stderr)
         return 2
+    try:
+        path = run_series(params, out)
     except Exception as err:  # papermill reports which cell failed; keep it to one line here
-        print(f"error: the run failed: {type(err).__name__}: {str(err).strip().splitlines()[0]}"
-              f" (see the executed notebooks in {out}/notebooks)")
+        first_line = (str(err).strip().splitlines() or [""])[0]
+        print(f"error: the run failed: {type(err).__name__}: {first_line} "
+              f"(see the executed notebooks in {out}/notebooks)", file=sys.stderr)
         return 1
     print(f"run directory: {path}")
     for name in ("manifest.json", "metrics.json", "generated", "notebooks"):
@@ -207,12 +233,16 @@ def _cli_sweep(args) -> int:
         grid.update(yaml.safe_load(Path(args.grid).read_text()) or {})
     for name, *values in args.param:
         if not values:
-            print(f"error: -p {name} needs at least one value")
+            print(f"error: -p {name} needs at least one value", file=sys.stderr)
             return 2
         grid[name] = [_value(v) for v in values]
     if not grid:
-        print("error: give a grid with -p NAME VALUE... or --grid FILE")
+        print("error: give a grid with -p NAME VALUE... or --grid FILE", file=sys.stderr)
         return 2
-    summary = sweep(grid, args.out, jobs=args.jobs)
+    try:
+        summary = sweep(grid, args.out, jobs=args.jobs)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"summary: {summary} (and summary.png)")
     return 0

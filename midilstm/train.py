@@ -79,6 +79,8 @@ def evaluate(model: NoteLSTM, codes_list: list, device=None, chunk: int = 2048) 
                 totals[i] += (F.nll_loss(lp[0], target, reduction="sum").item(),
                               (lp[0].argmax(-1) == target).sum().item(), target.numel())
     model.train(was_training)
+    if totals[0, 2] == 0:
+        raise ValueError("no validation targets: every validation piece has fewer than 2 events")
     return _metrics(totals)
 
 

@@ -289,4 +289,9 @@ def test_a_model_trained_on_a_pattern_continues_it_greedily():
     out = generate(best.model, codec, events[:13], n_events=32,
                    sampling=SamplingConfig(top_k=1))[0]
     expected = codec.decode(codec.encode(make_events((PATTERN * 6)[13:13 + 32])))
-    np.testing.assert_array_equal(out[:32], expected)
+    # The pattern's next event ends a note the primer started: without the primer that off is
+    # an orphan, so the continuation drops it and its 0.25 s moves to the event after it.
+    assert tuple(expected[0]) == (67, 0, 0.25)
+    expected = expected[1:].copy()
+    expected["delta_s"][0] += 0.25
+    np.testing.assert_array_equal(out[:31], expected)
