@@ -110,7 +110,14 @@ def _safe_run(args):
     except Exception as err:  # a failing point must not lose the others
         Path(path).mkdir(parents=True, exist_ok=True)
         (Path(path) / "error.txt").write_text("".join(traceback.format_exception(err)))
-        return path, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        return path, _one_line(err)
+
+
+def _one_line(err: Exception) -> str:
+    """The error in one line; for a failed notebook cell, the error raised inside it."""
+    name = getattr(err, "ename", None) or type(err).__name__  # papermill's execution error
+    text = str(getattr(err, "evalue", None) or err).strip()
+    return f"{name}: {(text.splitlines() or [''])[0]}"
 
 
 def _summary_row(point: dict, path: Path, error: str | None) -> dict:
@@ -217,8 +224,7 @@ def _cli_run(args) -> int:
     try:
         path = run_series(params, out)
     except Exception as err:  # papermill reports which cell failed; keep it to one line here
-        first_line = (str(err).strip().splitlines() or [""])[0]
-        print(f"error: the run failed: {type(err).__name__}: {first_line} "
+        print(f"error: the run failed: {_one_line(err)} "
               f"(see the executed notebooks in {out}/notebooks)", file=sys.stderr)
         return 1
     print(f"run directory: {path}")
