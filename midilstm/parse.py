@@ -22,6 +22,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import io
+import re
 import struct
 from collections import Counter, defaultdict, deque
 from dataclasses import asdict, dataclass, field
@@ -80,6 +81,8 @@ class ParseReport:
     kept_notes: int = 0
     dropped: dict = field(default_factory=dict)  # reason -> notes (or messages)
     fixed: dict = field(default_factory=dict)  # what was repaired -> count
+    repairs: list = field(default_factory=list)  # oddities of the file worked around, in words
+    ignored_messages: dict = field(default_factory=dict)  # e.g. {"control_change": 812} (pedal)
     duration_s: float = 0.0
     n_events: int = 0
 
@@ -94,11 +97,14 @@ class ParseReport:
         if len(self.tempo_changes) > 6:
             tempos += f", ... ({len(self.tempo_changes)} in all)"
         dropped = ", ".join(f"{k}={v}" for k, v in self.dropped.items() if v) or "nothing"
-        fixed = ", ".join(f"{k}={v}" for k, v in self.fixed.items() if v) or "nothing"
+        fixed = ", ".join([f"{k}={v}" for k, v in self.fixed.items() if v] + self.repairs) \
+            or "nothing"
+        ignored = ", ".join(f"{k}={v}" for k, v in self.ignored_messages.items()) or "nothing"
         return (f"{self.path}: type {self.midi_type}, {len(self.tracks)} tracks, {self.division}\n"
                 f"  notes per channel: {chans}\n  tempo: {tempos or 'default 120bpm'}\n"
                 f"  kept {self.kept_notes} notes = {self.n_events} events, "
-                f"{self.duration_s:.1f} s\n  dropped: {dropped}\n  fixed: {fixed}")
+                f"{self.duration_s:.1f} s\n  dropped: {dropped}\n  fixed: {fixed}\n"
+                f"  ignored: {ignored}")
 
 
 @dataclass
@@ -114,14 +120,15 @@ def read_midi(path, selection: Selection = Selection()) -> Parsed:
     """Read one MIDI file into events. Raises ``MidiInputError`` naming the file and reason."""
     path = Path(path)
     data = _read_bytes(path)
-    midi = _open_midi(path, data)
+    midi, repairs = _open_midi(path, data)
     seconds_of, tempo_changes = _timing(path, midi)
     raw_notes, fixed, orphan_offs = _pair_notes(midi, seconds_of)
     report = ParseReport(
         path=str(path), sha256=hashlib.sha256(data).hexdigest(), midi_type=midi.type,
         division=_division_text(midi.ticks_per_beat), tempo_changes=tempo_changes,
         tracks=_track_table(midi, raw_notes), channels=_channel_table(raw_notes),
-        duration_s=round(float(seconds_of(_end_ticks(midi))), 6))
+        ignored_messages=_ignored_messages(midi),
+        duration_s=round(float(seconds_of(_end_ticks(midi))), 6), repairs=repairs)
     if not raw_notes:
         raise MidiInputError(path, "no note events in the file")
     notes, dropped = _select(raw_notes, selection)
@@ -191,13 +198,36 @@ def _read_bytes(path: Path) -> bytes:
     return data
 
 
-def _open_midi(path: Path, data: bytes) -> mido.MidiFile:
+def _open_midi(path: Path, data: bytes) -> tuple[mido.MidiFile, list]:
+    """The parsed file and the list of repairs it needed."""
+    try:
+        return _parse_bytes(path, data), []
+    except KeySignatureError:
+        # Some sequencers write key signatures mido refuses (e.g. 9 sharps). The key plays no
+        # part here, so such events are turned into harmless sequencer-specific metas.
+        patched, count = _neutralise_key_signatures(data)
+        try:
+            return _parse_bytes(path, patched), [f"ignored {count} invalid key signature(s)"]
+        except KeySignatureError as err:
+            raise MidiInputError(path, f"corrupt MIDI data ({err})") from None
+
+
+def _neutralise_key_signatures(data: bytes) -> tuple[bytes, int]:
+    patched, count = bytearray(data), 0
+    for match in re.finditer(rb"\xff\x59\x02(.)(.)", data, flags=re.DOTALL):
+        sharps, mode = int.from_bytes(match.group(1), "big", signed=True), match.group(2)[0]
+        if not (-7 <= sharps <= 7 and mode in (0, 1)):
+            patched[match.start() + 1] = 0x7F  # meta type 0x59 (key) -> 0x7f (sequencer specific)
+            count += 1
+    return bytes(patched), count
+
+
+def _parse_bytes(path: Path, data: bytes) -> mido.MidiFile:
     try:
         midi = mido.MidiFile(file=io.BytesIO(data))
     except EOFError:
         raise MidiInputError(path, "truncated: the file ends inside a header or track") from None
-    except (OSError, ValueError, KeyError, IndexError, TypeError, struct.error,
-            KeySignatureError) as err:  # mido raises a bare Exception subclass for bad keys
+    except (OSError, ValueError, KeyError, IndexError, TypeError, struct.error) as err:
         raise MidiInputError(path, f"corrupt MIDI data ({err})") from None
     if not midi.tracks:
         raise MidiInputError(path, "the file has zero tracks")
@@ -410,6 +440,13 @@ def _division_text(tpb: int) -> str:
     if tpb < 0:
         return f"SMPTE {-(tpb >> 8)} fps x {tpb & 0xFF} ticks per frame"
     return f"{tpb} ticks per beat"
+
+
+def _ignored_messages(midi) -> dict:
+    """Channel messages that carry no notes (pedal and other controllers, pitch bends, ...)."""
+    counts = Counter(msg.type for track in midi.tracks for msg in track
+                     if not msg.is_meta and msg.type not in ("note_on", "note_off", "program_change"))
+    return dict(sorted(counts.items()))
 
 
 def _track_table(midi, table):

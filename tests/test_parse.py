@@ -347,10 +347,6 @@ BAD_FILES = {
         bytes([0x00, 0x90, 0xC8, 0x40, 0x00, 0xFF, 0x2F, 0x00])), "corrupt"),  # pitch 200
     "zero_tracks": (lambda tmp, build: header_only(tmp / "zero.bin", ntrks=0).read_bytes(),
                     "zero tracks"),
-    "bad_key_signature": (lambda tmp, build: _header() + _track_chunk(
-        bytes([0x00, 0xFF, 0x59, 0x02, 0x09, 0x00,  # 9 sharps: mido cannot decode it
-               0x00, 0x90, 0x3C, 0x40, 0x83, 0x60, 0x80, 0x3C, 0x00, 0x00, 0xFF, 0x2F, 0x00])),
-        "corrupt"),
     "no_notes": (lambda tmp, build: build(tmp, name="nonotes.mid", tracks=[
         [tempo(120), mido.MetaMessage("text", text="just words", time=480)]]).read_bytes(),
         "no note events"),
@@ -378,6 +374,18 @@ def test_bad_input_raises_one_line_error_naming_the_file(tmp_path, build_midi, k
     assert "\n" not in message
     assert reason in message
     assert err.value.path == str(path)
+
+
+def test_an_invalid_key_signature_is_worked_around_and_reported(tmp_path):
+    path = tmp_path / "keys.mid"
+    path.write_bytes(_header() + _track_chunk(bytes([
+        0x00, 0xFF, 0x59, 0x02, 0x09, 0x00,  # 9 sharps: mido refuses to decode it
+        0x00, 0xFF, 0x59, 0x02, 0x02, 0x00,  # D major: valid, left alone
+        0x00, 0x90, 0x3C, 0x40, 0x83, 0x60, 0x80, 0x3C, 0x00, 0x00, 0xFF, 0x2F, 0x00])))
+    parsed = read_midi(path)
+    assert parsed.events.tolist() == [(60, 64, 0.0), (60, 0, 0.5)]  # 480 ticks at 120 bpm
+    assert parsed.report.repairs == ["ignored 1 invalid key signature(s)"]
+    assert "ignored 1 invalid key signature(s)" in parsed.report.summary()
 
 
 def test_missing_file(tmp_path):
@@ -467,3 +475,14 @@ def test_type_1_files_agree_with_mido_playback(tmp_path, build_midi, tracks):
             read_midi(path, Selection(**WIDE))
         return
     assert sorted(note_list(read_midi(path, Selection(**WIDE)))) == expected
+
+
+def test_pedal_and_other_controllers_are_counted_not_read_as_notes(tmp_path, build_midi):
+    pedal = lambda value, t=0: mido.Message("control_change", control=64, value=value, time=t)  # noqa: E731
+    path = build_midi(tmp_path, tracks=[[
+        pedal(127), on(60, 80), off(60, t=480), pedal(0, t=480),
+        mido.Message("pitchwheel", pitch=100, time=0)]])
+    parsed = read_midi(path)
+    assert parsed.events.tolist() == [(60, 80, 0.0), (60, 0, 0.5)]
+    assert parsed.report.ignored_messages == {"control_change": 2, "pitchwheel": 1}
+    assert parsed.report.duration_s == 1.0  # the last pedal-up still counts for the length
