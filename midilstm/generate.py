@@ -3,9 +3,10 @@
 The lesson re-ran the whole 30-event window for every new note. An LSTM's state already
 summarises everything it has seen, so here each new event costs one step: look up the
 event's input projection (three table rows, see ``NoteLSTM.input_tables``), update the state,
-read the three heads, sample. The network step runs in numpy on weights copied out of the model
-once (a test checks it against the torch model); the sampler, hundreds of tiny operations, runs
-as loops compiled by numba (``midilstm.step``).
+read the three heads, sample. The step runs on weights copied out of the model once (a test
+checks it against the torch model): for many streams as numpy matrix products, for a few as
+loops compiled by numba, like the sampler, whose hundreds of tiny operations would otherwise
+cost far more in Python call overhead than in arithmetic (``midilstm.step``).
 
 Sampling controls: temperature (overall or per head), top-k, top-p, a seed, several
 variations in one batch, and note hygiene: a note-off is only sampled for a sounding pitch, a

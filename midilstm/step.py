@@ -1,14 +1,14 @@
-"""The sampler of a generation step, compiled: masks, temperature, top-k/p and the draw as loops.
+"""One generation step, compiled: the sampler, the note bookkeeping and a small LSTM step as loops.
 
 Sampling one event is a few hundred tiny operations on three short arrays. Called one by one
 from Python, numpy's operations cost a microsecond of overhead each, far more than their
-arithmetic (the LSTM's matrix products, in ``generate``, are the opposite: a few large
-operations, which numpy does well). So these loops are compiled once by numba (``cache=True``
-keeps the machine code in ``__pycache__``) and run at C speed:
+arithmetic. So these loops are compiled once by numba (``cache=True`` keeps the machine code in
+``__pycache__``) and run at C speed:
 
 * ``sample_step``  per head: note-hygiene masks, temperature, top-k, top-p, then one draw
 * ``track_notes``  which pitches sound since when, and the clock of each stream
-* ``lstm_step``    the network step for a few streams (with many, numpy's matrix products win)
+* ``lstm_step``    the network step for a few streams (for many, ``generate`` uses numpy's
+  matrix products, which are faster there)
 """
 from __future__ import annotations
 
