@@ -18,6 +18,8 @@ def main(argv=None) -> int:
     inspect.add_argument("--json", action="store_true", help="one JSON object per file per line")
     inspect.add_argument("--channels", type=int, nargs="+", help="keep only these 0-based channels")
     inspect.add_argument("--drums", action="store_true", help="keep drums (channel index 9)")
+    inspect.add_argument("--pedal", action="store_true",
+                         help="hold notes while the sustain pedal is down")
     inspect.add_argument("--out-of-range", choices=("fold", "drop"), default="fold")
     inspect.set_defaults(handler=_inspect)
 
@@ -30,7 +32,7 @@ def _inspect(args) -> int:
     from .parse import Selection, expand_sources, read_midi
 
     selection = Selection(channels=args.channels, include_drums=args.drums,
-                          out_of_range=args.out_of_range)
+                          sustain_pedal=args.pedal, out_of_range=args.out_of_range)
     paths = expand_sources(args.files)
     if not paths:
         print(f"error: no MIDI files found in {' '.join(args.files)}", file=sys.stderr)

@@ -19,6 +19,7 @@ Usage::
 """
 from __future__ import annotations
 
+import bisect
 import glob
 import hashlib
 import io
@@ -54,6 +55,7 @@ class Selection:
     tracks: tuple[int, ...] | None = None
     programs: tuple[int, ...] | None = None
     include_drums: bool = False
+    sustain_pedal: bool = False  # hold notes while the pedal (controller 64) is down
     out_of_range: str = "fold"
     pitch_low: int = PITCH_LOW
     pitch_high: int = PITCH_HIGH
@@ -122,7 +124,7 @@ def read_midi(path, selection: Selection = Selection()) -> Parsed:
     data = _read_bytes(path)
     midi, repairs = _open_midi(path, data)
     seconds_of, tempo_changes = _timing(path, midi)
-    raw_notes, fixed, orphan_offs = _pair_notes(midi, seconds_of)
+    raw_notes, fixed, orphan_offs = _pair_notes(midi, seconds_of, selection.sustain_pedal)
     report = ParseReport(
         path=str(path), sha256=hashlib.sha256(data).hexdigest(), midi_type=midi.type,
         division=_division_text(midi.ticks_per_beat), tempo_changes=tempo_changes,
@@ -319,10 +321,11 @@ def _checked(path, seconds_of):
 
 # --- notes: pair offs with ons ----------------------------------------------------------------
 
-def _pair_notes(midi, seconds_of):
+def _pair_notes(midi, seconds_of, sustain_pedal=False):
     """All notes of the file as a list of dicts-in-arrays, plus repair counts."""
     messages = []  # (tick, track, order, channel, pitch, velocity)
     program_changes = []  # (tick, track, order, channel, program)
+    pedals = []  # (tick, track, order, channel, down)
     for t, track in enumerate(midi.tracks):
         for order, (tick, msg) in enumerate(zip(_absolute_ticks(track), track)):
             if msg.type in ("note_on", "note_off"):
@@ -330,10 +333,13 @@ def _pair_notes(midi, seconds_of):
                 messages.append((int(tick), t, order, msg.channel, msg.note, velocity))
             elif msg.type == "program_change":
                 program_changes.append((int(tick), t, order, msg.channel, msg.program))
+            elif msg.type == "control_change" and msg.control == 64:
+                pedals.append((int(tick), t, order, msg.channel, msg.value >= 64))
     # Type 2 tracks are separate sequences; others play at once, merged by time.
     key = (lambda m: (m[1], m[0], m[2])) if midi.type == 2 else (lambda m: (m[0], m[1], m[2]))
     messages.sort(key=key)
     program_changes.sort(key=key)
+    pedals.sort(key=key)
 
     sounding: dict[tuple, deque] = defaultdict(deque)
     notes = []  # (start_tick, end_tick, track, channel, pitch, velocity)
@@ -355,8 +361,44 @@ def _pair_notes(midi, seconds_of):
             end = int(ends[track]) if midi.type == 2 else int(ends)
             notes.append((start, end, track, channel, pitch, velocity))
             closed += 1
-    return _to_note_table(notes, program_changes, seconds_of, midi.type == 2), \
-        {"closed_at_end": closed, "overlapping_same_pitch": overlapping}, orphan_offs
+    fixes = {"closed_at_end": closed, "overlapping_same_pitch": overlapping}
+    if sustain_pedal:
+        notes, fixes["held_by_pedal"] = _hold_by_pedal(notes, pedals, midi.type == 2)
+    return _to_note_table(notes, program_changes, seconds_of, midi.type == 2), fixes, orphan_offs
+
+
+def _hold_by_pedal(notes, pedals, per_track):
+    """As on a piano: a key released while the sustain pedal is down sounds on until the pedal
+    comes up, or until the same key is struck again. Returns the notes and how many were held."""
+    up_ticks = defaultdict(list)  # (track or 0, channel) -> ticks where the pedal goes up
+    down_at = defaultdict(list)  # (track or 0, channel) -> [(tick, is_down)] in order
+    for tick, track, _, channel, down in pedals:
+        where = (track if per_track else 0, channel)
+        down_at[where].append((tick, down))
+        if not down:
+            up_ticks[where].append(tick)
+    starts = defaultdict(list)  # same key struck again: (track or 0, channel, pitch) -> starts
+    for start, _, track, channel, pitch, _ in notes:
+        starts[(track if per_track else 0, channel, pitch)].append(start)
+    for key in starts:
+        starts[key].sort()
+    held, out = 0, []
+    for start, end, track, channel, pitch, velocity in notes:
+        where = (track if per_track else 0, channel)
+        changes = down_at.get(where, [])
+        i = bisect.bisect_right(changes, (end, True)) - 1  # the pedal's state at the release
+        if i >= 0 and changes[i][1]:
+            ups = up_ticks[where]
+            j = bisect.bisect_right(ups, end)
+            release = ups[j] if j < len(ups) else end
+            again = starts[(where[0], channel, pitch)]
+            k = bisect.bisect_right(again, start)
+            if k < len(again):
+                release = min(release, max(again[k], end))
+            held += release > end
+            end = max(end, release)
+        out.append((start, end, track, channel, pitch, velocity))
+    return out, held
 
 
 def _to_note_table(notes, program_changes, seconds_of, per_track):

@@ -486,3 +486,23 @@ def test_pedal_and_other_controllers_are_counted_not_read_as_notes(tmp_path, bui
     assert parsed.events.tolist() == [(60, 80, 0.0), (60, 0, 0.5)]
     assert parsed.report.ignored_messages == {"control_change": 2, "pitchwheel": 1}
     assert parsed.report.duration_s == 1.0  # the last pedal-up still counts for the length
+
+
+def test_sustain_pedal_holds_released_keys_until_it_comes_up_or_the_key_is_struck_again(
+        tmp_path, build_midi):
+    pedal = lambda value, t=0: mido.Message("control_change", control=64, value=value, time=t)  # noqa: E731
+    # 480 ppq at 120 bpm: 480 ticks = 0.5 s. Pedal down at 0 s, up at 2 s.
+    path = build_midi(tmp_path, tracks=[[
+        pedal(127), on(60, 80), on(64, 70), off(60, t=480), off(64, t=0),  # both keys up at 0.5 s
+        on(60, 90, t=480), off(60, t=240),  # key 60 struck again at 1.0 s, up at 1.25 s
+        pedal(0, t=720),  # pedal up at 2.0 s
+        on(67, 60, t=480), off(67, t=480)]])  # after the pedal: 2.5 s .. 3.0 s, unchanged
+    plain = read_midi(path).notes[["start_s", "end_s", "pitch"]].tolist()
+    assert plain == [(0.0, 0.5, 60), (0.0, 0.5, 64), (1.0, 1.25, 60), (2.5, 3.0, 67)]
+    parsed = read_midi(path, Selection(sustain_pedal=True))
+    assert parsed.notes[["start_s", "end_s", "pitch"]].tolist() == [
+        (0.0, 1.0, 60),  # held until the same key is struck again
+        (0.0, 2.0, 64),  # held until the pedal comes up
+        (1.0, 2.0, 60),
+        (2.5, 3.0, 67)]
+    assert parsed.report.fixed["held_by_pedal"] == 3
