@@ -157,7 +157,8 @@ class Improviser:
         ``probs`` holds each head's sampling distribution (after temperature, top-k/p, masks).
 
         Hygiene, applied as masks: a note-off only while some note sounds, and then only for a
-        sounding pitch; a note-on only for a silent pitch. The velocity head (on or off?) is
+        sounding pitch, and not in the instant that note started; a note-on only for a silent
+        pitch. The velocity head (on or off?) is
         sampled first, so the model's own balance of starting and ending notes is kept;
         sampling the pitch first turns most intended offs into ons ("sloppy chords").
         """
@@ -170,7 +171,7 @@ class Improviser:
         if not self.fed:
             raise RuntimeError("prime the improviser with at least one event first")
         step.sample_step(self.logits, self.sizes, self.inv_temperature, self.top_k, self.top_p,
-                         self.sounding_since, uniforms, self._codes, self._probs)
+                         self.sounding_since, self.now_s, uniforms, self._codes, self._probs)
         return self.feed(self._codes, end_held=True)
 
 

@@ -61,16 +61,17 @@ def _dot(a, b):
 
 
 # How a head's classes are masked by the notes sounding in a stream (note hygiene).
-ALL, SOUNDING, SILENT, OFF_NEEDS_A_NOTE = 0, 1, 2, 3
+ALL, SOUNDING, SILENT, OFF_NEEDS_A_NOTE, NOT_AT_ONCE = 0, 1, 2, 3, 4
 
 
 @njit(cache=True)
-def sample_step(logits, sizes, inv_temperature, top_k, top_p, sounding_since, uniforms,
+def sample_step(logits, sizes, inv_temperature, top_k, top_p, sounding_since, now_s, uniforms,
                 codes, probs):
     """Draw one event per stream: velocity first (start or end a note?), then a pitch that
-    choice allows, then the time class. Writes ``codes`` (B, 3) and the distributions sampled
-    from into ``probs`` (B, outputs). ``top_k`` 0 and ``top_p`` 1 mean "off"; a silent pitch
-    has ``sounding_since`` NaN."""
+    choice allows, then the time class (not "at once" for an off of a note that started at
+    ``now_s``). Writes ``codes`` (B, 3) and the distributions sampled from into ``probs``
+    (B, outputs). ``top_k`` 0 and ``top_p`` 1 mean "off"; a silent pitch has ``sounding_since``
+    NaN."""
     n_pitch, n_velocity = sizes[0], sizes[1]
     v0, t0 = n_pitch, n_pitch + n_velocity
     for b in range(logits.shape[0]):
@@ -84,8 +85,10 @@ def sample_step(logits, sizes, inv_temperature, top_k, top_p, sounding_since, un
             _distribution(logits[b, :v0], inv_temperature[0], ALL, playing, top_k, top_p,
                           probs[b, :v0])
         pitch = _draw(probs[b, :v0], uniforms[b, 0])
-        _distribution(logits[b, t0:], inv_temperature[2], ALL, playing, top_k, top_p,
-                      probs[b, t0:])
+        # Ending a note in the instant it started would make it last no time at all.
+        instant = velocity == 0 and playing[pitch] == now_s[b]
+        _distribution(logits[b, t0:], inv_temperature[2], NOT_AT_ONCE if instant else ALL,
+                      playing, top_k, top_p, probs[b, t0:])
         codes[b, 0], codes[b, 1], codes[b, 2] = pitch, velocity, _draw(probs[b, t0:], uniforms[b, 2])
 
 
@@ -97,6 +100,8 @@ def _allowed(i, mask, playing, any_playing):
         return np.isnan(playing[i])
     if mask == OFF_NEEDS_A_NOTE and i == 0:
         return any_playing
+    if mask == NOT_AT_ONCE:
+        return i > 0  # time class 0 is "at the same time"
     return True
 
 

@@ -192,6 +192,21 @@ def test_every_off_ends_a_sounding_note_and_every_note_ends():
             assert walk_notes(np.concatenate([PRIMER, out]))[:2] == (0, 0)
 
 
+def test_no_note_ends_in_the_instant_it_starts():
+    # A model that ignores its input: half its events are offs, most come "at the same time".
+    model = tiny_model(CODEC, seed=0)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        bias = model.head.bias
+        bias.zero_()
+        n_pitch, n_velocity, _ = CODEC.sizes
+        bias[n_pitch:n_pitch + n_velocity] = -30.0
+        bias[n_pitch] = bias[n_pitch + 100] = 0.0  # velocity: off, or 100
+        bias[n_pitch + n_velocity] = 3.0  # time class 0 (at once) is 20x likelier than others
+    for out in gen(model=model, n_variations=16, n_events=300):
+        assert min(walk_notes(out)[2]) > 0
+
+
 def test_offs_may_end_notes_the_primer_left_sounding():
     primer = make_events([(60, 90, 0.0), (64, 90, 0.0), (67, 90, 0.0), (72, 80, 0.4)])
     for out in gen(primer=primer, n_variations=8, n_events=200):
