@@ -80,7 +80,10 @@ class EventCodec:
     # --- fitting -------------------------------------------------------------------------------
     def fit(self, events: np.ndarray | list) -> "EventCodec":
         """Fit the time bins on training events (one array, or a list of arrays)."""
-        deltas = np.concatenate([e["delta_s"] for e in _as_list(events)])
+        pieces = _as_list(events)
+        if not pieces or not sum(map(len, pieces)):
+            raise ValueError("cannot fit the codec: no training events")
+        deltas = np.concatenate([e["delta_s"] for e in pieces])
         positive = np.sort(deltas[self._timed(deltas)])
         if len(positive) == 0:
             raise ValueError(f"cannot fit time bins: no delta times >= {self.same_time_s} s")
@@ -152,6 +155,8 @@ class EventCodec:
         ``delta_*`` is the error of each delta; ``onset_*`` the error of absolute onset times,
         where the per-event errors accumulate (the drift a listener hears).
         """
+        if len(events) == 0:
+            raise ValueError("timing_error_ms needs at least one event")
         decoded = self.decode(self.encode(events))
         delta_err = np.abs(decoded["delta_s"] - events["delta_s"]) * 1000
         onset_err = np.abs(onset_times_s(decoded) - onset_times_s(events)) * 1000

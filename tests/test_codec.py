@@ -203,3 +203,11 @@ def test_lesson_uniform_bins_collapse_under_one_long_pause():
     # log bins grow by 240 ** (1/10) = 1.73: 0.125 | 0.25 | 0.375 and 0.5 (mean 0.4375 s)
     assert log.encode(tune)[:, 2].tolist() == [1, 2, 3, 3]
     assert log.timing_error_ms(tune)["delta_mean_ms"] == pytest.approx(31.25)
+
+
+def test_fitting_or_measuring_nothing_is_a_clear_error():
+    with pytest.raises(ValueError, match="no training events"):
+        EventCodec().fit([])
+    codec = EventCodec(n_time_bins=2).fit(make_events([(60, 90, 0.0), (60, 0, 0.5), (62, 90, 1.0)]))
+    with pytest.raises(ValueError, match="at least one event"):
+        codec.timing_error_ms(make_events([]))
