@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from . import step
 from .codec import HEADS, EventCodec
@@ -181,8 +182,6 @@ def generate(model: NoteLSTM, codec: EventCodec, primer: np.ndarray, *, n_events
     """Continue ``primer`` (events) with up to ``n_events`` new events (or until ``seconds`` of
     music) per variation. Returns one event array per variation: the continuation only, with
     every note ended."""
-    from tqdm.auto import tqdm
-
     improviser = Improviser(model, codec, sampling, seed, n_variations)
     improviser.prime(primer)
     start_s = improviser.now_s.copy()

@@ -193,7 +193,7 @@ def distances(generated_events, training_events) -> dict:
         p = _normalised(sum(counts(piece) for piece in gen))  # pooled over all notes
         q = _normalised(sum(counts(piece) for piece in train))
         out[f"{name}_tv"], out[f"{name}_js_bits"] = total_variation(p, q), jensen_shannon(p, q)
-    gen_means, train_means = _mean_summary(gen), _mean_summary(train)
+    gen_means, train_means = mean_summary(gen), mean_summary(train)
     for key in gen_means:
         if key not in ("n_notes", "span_s"):  # sizes, not style
             out[f"abs_diff_{key}"] = abs(gen_means[key] - train_means[key])
@@ -204,7 +204,8 @@ def _pieces(events) -> list:
     return [events] if isinstance(events, np.ndarray) else list(events)
 
 
-def _mean_summary(pieces: list) -> dict:
+def mean_summary(pieces: list) -> dict:
+    """``summary`` averaged over pieces (nan-aware)."""
     rows = [summary(p) for p in pieces]
     return {key: _nanmean([row[key] for row in rows]) for key in rows[0]}
 

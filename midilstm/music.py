@@ -44,6 +44,11 @@ def default_piece() -> Path:
     return bundled(DEFAULT_PIECE)[0]
 
 
+def is_bundled(name: str) -> bool:
+    """``"default"`` or a folder of the bundled music (e.g. ``"josquin"``)."""
+    return name == "default" or name in {n.split("/")[0] for n in expected_hashes()}
+
+
 def resolve(piece: str) -> list[Path]:
     """What a notebook's ``piece`` parameter names: ``"default"`` (the default piece), a
     bundled name such as ``"josquin"`` (hash-checked), or your own files, folders or globs."""
@@ -51,7 +56,7 @@ def resolve(piece: str) -> list[Path]:
 
     if piece == "default":
         paths = [default_piece()]
-    elif piece in {n.split("/")[0] for n in expected_hashes()}:
+    elif is_bundled(piece):
         paths = bundled(piece)
     else:
         paths = expand_sources(piece)

@@ -74,11 +74,10 @@ def check_parameters(params: dict, declared: dict | None = None) -> None:
 def _with_absolute_piece(params: dict) -> dict:
     """The notebooks run in notebooks/: a ``piece`` path is made absolute (globs survive), so it
     means what it meant where the command was typed. Bundled names stay as they are."""
-    from .music import expected_hashes
+    from .music import is_bundled
 
     piece = params.get("piece")
-    if not isinstance(piece, str) or piece == "default" or \
-            piece in {n.split("/")[0] for n in expected_hashes()}:
+    if not isinstance(piece, str) or is_bundled(piece):
         return params
     return {**params, "piece": os.path.abspath(piece)}
 

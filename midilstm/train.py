@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from torch.nn import functional as F
+from tqdm.auto import tqdm
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .codec import HEADS, EventCodec
@@ -130,8 +131,6 @@ def train(codec: EventCodec, train_codes: list, val_codes: list, config: TrainCo
         best_nll = min((h["val"]["nll"] for h in history), default=math.inf)
         best = best or _snapshot(model, codec, config, history, -1, params, data_hashes, optimizer)
         stale = 0
-        from tqdm.auto import tqdm
-
         bar = tqdm(range(len(history), config.epochs), desc="training", unit="epoch",
                    disable=not progress, initial=len(history), total=config.epochs)
         try:
