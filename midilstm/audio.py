@@ -20,6 +20,7 @@ import io
 import shutil
 import subprocess
 import tempfile
+import warnings
 import wave
 from pathlib import Path
 
@@ -36,6 +37,7 @@ SUSTAIN_LEVEL = 0.6
 RELEASE_S = 0.12                                      # fade after the note-off (no click at the end)
 FADE_TAU_S = 1.2                                      # natural decay time constant at middle C
 SILENT_LEVEL = 1e-4                                   # -80 dB: stop computing a note below this
+MAX_SAMPLES = 2**26                                   # the float64 mix: 512 MB, 70 min at 16 kHz
 
 
 def render(events_or_notes: np.ndarray, sample_rate: int = 16000, *,
@@ -43,13 +45,20 @@ def render(events_or_notes: np.ndarray, sample_rate: int = 16000, *,
     """Synthesise events (``EVENT_DTYPE``) or notes (``NOTE_DTYPE``) to float32 mono samples.
 
     The length is the last note's end plus ``RELEASE_S`` (or the events' total time if there are
-    no notes: silence), cut at ``max_seconds``. Velocity scales amplitude linearly before the
-    mix is normalised to ``PEAK``.
+    no notes: silence), cut at ``max_seconds``. A piece longer than ``MAX_SAMPLES`` samples is
+    cut there, with a warning: a legal file may last hours, and its mix would not fit in memory.
+    Velocity scales amplitude linearly before the mix is normalised to ``PEAK``.
     """
     notes = _as_notes(events_or_notes)
     length_s = _length_s(events_or_notes, notes)
     if max_seconds is not None:
         length_s = min(length_s, max_seconds)
+    if length_s * sample_rate > MAX_SAMPLES:
+        warnings.warn(f"render: {length_s:.0f} s at {sample_rate} Hz would need "
+                      f"{length_s * sample_rate * 8 / 2**30:.1f} GB; rendering the first "
+                      f"{MAX_SAMPLES / sample_rate:.0f} s only (pass max_seconds to choose)",
+                      stacklevel=2)
+        length_s = MAX_SAMPLES / sample_rate
     out = np.zeros(int(np.ceil(length_s * sample_rate)), np.float64)
     for start_s, end_s, pitch, velocity in notes.tolist():
         first = int(round(start_s * sample_rate))

@@ -11,10 +11,9 @@ N_VELOCITIES = 128
 # Channels are 0-based in code (mido); the General MIDI drum channel "10" is index 9.
 DRUM_CHANNEL = 9
 
-# Sanity bounds for real files: anything outside is "absurd" and refused, before allocating.
+# Tempos outside these bounds are legal but odd: read as written, with a warning in the report.
 MIN_BPM = 1.0
 MAX_BPM = 2000.0
-MAX_DURATION_S = 6 * 3600.0
 
 # Writing: a standard resolution and tempo unless the caller asks otherwise.
 DEFAULT_PPQ = 480

@@ -12,6 +12,8 @@ from .codec import HEADS
 from .constants import PITCH_HIGH, PITCH_LOW
 from .events import events_to_notes
 
+MAX_ROLL_NOTES = 20_000  # one patch per note: beyond this a roll takes minutes and GBs to draw
+
 
 def event_histograms(events: np.ndarray, title: str = ""):
     """The lesson's three histograms: pitch, velocity (of note-ons) and delta time."""
@@ -52,12 +54,17 @@ def time_bins(events: np.ndarray, codecs: dict):
 
 
 def learning_curves(history: list, baselines: dict | None = None):
-    """Per-head NLL (train and validation) and per-head validation accuracy over epochs."""
+    """Per-head NLL (train and validation) and per-head validation accuracy over epochs.
+    Epochs without validation (a piece too short to hold music out) leave a gap."""
     epochs = [h["epoch"] for h in history]
+
+    def val(key):
+        return [h["val"][key] if h.get("val") else np.nan for h in history]
+
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
     for ax, head in zip(axes[:3], HEADS):
         ax.plot(epochs, [h["train"][f"nll_{head}"] for h in history], label="train")
-        ax.plot(epochs, [h["val"][f"nll_{head}"] for h in history], label="validation")
+        ax.plot(epochs, val(f"nll_{head}"), label="validation")
         for name, values in (baselines or {}).items():
             ax.axhline(values[f"nll_{head}"], ls="--", lw=1, color="gray")
             ax.annotate(name, (epochs[-1], values[f"nll_{head}"]), fontsize=7, color="gray",
@@ -65,7 +72,7 @@ def learning_curves(history: list, baselines: dict | None = None):
         ax.set(title=f"{head} NLL (nats/event)", xlabel="epoch")
     axes[0].legend()
     for head in HEADS:
-        axes[3].plot(epochs, [h["val"][f"acc_{head}"] for h in history], label=head)
+        axes[3].plot(epochs, val(f"acc_{head}"), label=head)
     axes[3].set(title="validation accuracy", xlabel="epoch", ylim=(0, 1))
     axes[3].legend()
     fig.tight_layout()
@@ -74,10 +81,15 @@ def learning_curves(history: list, baselines: dict | None = None):
 
 def piano_roll(ax, events: np.ndarray, title: str = "", max_seconds: float | None = None,
                color="tab:blue"):
-    """Notes as horizontal bars: time on x, pitch on y, opacity by velocity."""
+    """Notes as horizontal bars: time on x, pitch on y, opacity by velocity. At most
+    ``MAX_ROLL_NOTES`` notes are drawn: a longer piece is cut there, and the title says so."""
     notes, _ = events_to_notes(events)
     if max_seconds is not None:
         notes = notes[notes["start_s"] < max_seconds]
+    if len(notes) > MAX_ROLL_NOTES:
+        max_seconds = float(notes["start_s"][MAX_ROLL_NOTES])
+        notes = notes[notes["start_s"] < max_seconds]
+        title = f"{title} (first {max_seconds:.0f} s: {len(notes)} notes)".strip()
     for start, end, pitch, velocity in notes.tolist():
         ax.add_patch(plt.Rectangle((start, pitch - 0.4), max(end - start, 0.01), 0.8,
                                    color=color, alpha=0.35 + 0.65 * velocity / 127, lw=0))
@@ -103,9 +115,11 @@ def piano_rolls(rolls: dict, max_seconds: float | None = None, share_pitch: bool
     return fig
 
 
-def head_distributions(probs: dict, codec, chosen=None, top: int = 12):
-    """Bar charts of what the model considered for one event: the most likely classes of each
-    head, labelled in musical units, with the sampled class highlighted."""
+def head_distributions(probs: dict, codec, chosen=None, top: int = 12, considered: dict | None = None):
+    """Bar charts of one event's distributions: the most likely classes of each head, labelled
+    in musical units, with the sampled class highlighted. ``probs`` is what was sampled from;
+    ``considered`` (optional) the model's own probabilities before sampling's masks and
+    controls, drawn as grey outlines."""
     labels = {
         "pitch": lambda c: str(c + codec.pitch_low),
         "velocity": lambda c: "off" if c == 0 else str(c),
@@ -117,7 +131,12 @@ def head_distributions(probs: dict, codec, chosen=None, top: int = 12):
         order = np.argsort(-p, kind="stable")[:top]
         colors = ["tab:red" if chosen is not None and c == chosen[i] else "tab:blue" for c in order]
         ax.bar(range(len(order)), p[order], color=colors)
+        if considered is not None:
+            ax.bar(range(len(order)), np.asarray(considered[head])[order], fill=False,
+                   edgecolor="gray", label="the model's own")
         ax.set_xticks(range(len(order)), [labels[head](c) for c in order], rotation=60, fontsize=7)
         ax.set(title=f"{head}: top {len(order)} of {len(p)}", ylabel="probability")
+    if considered is not None:
+        axes[0].legend(fontsize=7)
     fig.tight_layout()
     return fig

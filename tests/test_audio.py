@@ -129,3 +129,28 @@ def test_player_returns_an_ipython_audio_widget():
     display = pytest.importorskip("IPython.display")
     widget = audio.player(audio.render(one_note(), SR), SR)
     assert isinstance(widget, display.Audio)
+
+
+def test_a_piece_too_long_for_memory_is_cut_with_a_warning(monkeypatch):
+    monkeypatch.setattr(audio, "MAX_SAMPLES", 16000)
+    notes = np.array([(0.0, 0.5, 60, 80), (5.0, 5.5, 62, 80)], NOTE_DTYPE)
+    with pytest.warns(UserWarning, match="rendering the first 1 s only"):
+        samples = audio.render(notes, 16000)
+    assert len(samples) == 16000
+
+
+def test_a_piano_roll_of_too_many_notes_is_cut_and_says_so(monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from midilstm import plots
+    from midilstm.events import notes_to_events
+
+    monkeypatch.setattr(plots, "MAX_ROLL_NOTES", 3)
+    notes = np.array([(float(i), i + 0.5, 60, 80) for i in range(5)], NOTE_DTYPE)
+    fig, ax = plt.subplots()
+    plots.piano_roll(ax, notes_to_events(notes), "piece")
+    assert len(ax.patches) == 3 and ax.get_title() == "piece (first 3 s: 3 notes)"
+    plt.close(fig)

@@ -3,6 +3,9 @@ report and bad input. Every file is built here with mido; every expectation is w
 hand from the musical setup (at 120 bpm and 480 ticks per beat, 480 ticks = a quarter = 0.5 s).
 """
 import hashlib
+import os
+import threading
+from pathlib import Path
 
 import mido
 import numpy as np
@@ -12,7 +15,9 @@ from hypothesis import strategies as st
 
 from conftest import header_only, off, on, program, tempo
 from midilstm.errors import MidiInputError
-from midilstm.parse import Selection, read_midi, read_midi_files
+from midilstm.events import events_to_notes
+from midilstm.parse import (READER_VERSION, ReadLimits, Selection, open_midi, read_midi,
+                            read_midi_files)
 
 WIDE = dict(pitch_low=0, pitch_high=127)  # no folding, for tests about something else
 
@@ -53,13 +58,27 @@ def test_note_off_velocity_is_ignored(tmp_path, build_midi):
     assert parsed.report.fixed["closed_at_end"] == 0
 
 
-def test_overlapping_same_pitch_pairs_first_in_first_out(tmp_path, build_midi):
-    # C4 struck at 0 (v100) and again at 0.25 s (v50); offs at 0.5 s and 1.0 s.
+def test_overlapping_same_pitch_pairs_first_in_first_out_then_the_restrike_ends_the_first(
+        tmp_path, build_midi):
+    # C4 struck at 0 (v100) and again at 0.25 s (v50); offs at 0.5 s and 1.0 s. First in first
+    # out gives 0-0.5 and 0.25-1.0; one stream of events cannot hold both on one pitch, so the
+    # piano's rule ends the first at the second strike.
     path = build_midi(tmp_path, type=0, tracks=[[
         on(60, 100), on(60, 50, t=240), off(60, t=240), off(60, t=480)]])
     parsed = read_midi(path)
-    assert note_list(parsed) == [(0.0, 0.5, 60, 100), (0.25, 1.0, 60, 50)]
-    assert parsed.report.fixed["overlapping_same_pitch"] == 1
+    assert note_list(parsed) == [(0.0, 0.25, 60, 100), (0.25, 1.0, 60, 50)]
+    assert parsed.report.fixed["shortened_by_restrike"] == 1
+    assert parsed.report.fixed["merged_same_start"] == 0
+
+
+def test_notes_struck_together_on_one_pitch_merge_into_the_longest_and_loudest(
+        tmp_path, build_midi):
+    # Two tracks double C4 from 0: one for 0.5 s at v40, one for 1.0 s at v90 (a unison).
+    path = build_midi(tmp_path, tracks=[[on(60, 40), off(60, t=480)],
+                                        [on(60, 90), off(60, t=960)], [on(60, 70), off(60, t=240)]])
+    parsed = read_midi(path)
+    assert note_list(parsed) == [(0.0, 1.0, 60, 90)]
+    assert parsed.report.fixed["merged_same_start"] == 2
 
 
 def test_pairing_is_per_channel(tmp_path, build_midi):
@@ -68,13 +87,57 @@ def test_pairing_is_per_channel(tmp_path, build_midi):
     path = build_midi(tmp_path, type=0, tracks=[[
         on(60, 100, channel=0), on(60, 50, t=240, channel=1), off(60, t=240, channel=1),
         off(60, t=480, channel=0)]])
-    assert note_list(read_midi(path)) == [(0.0, 1.0, 60, 100), (0.25, 0.5, 60, 50)]
+    assert note_list(read_midi(path, Selection(channels=(0,)))) == [(0.0, 1.0, 60, 100)]
+    assert note_list(read_midi(path, Selection(channels=(1,)))) == [(0.25, 0.5, 60, 50)]
 
 
-def test_pairing_across_tracks_of_a_type_1_file(tmp_path, build_midi):
-    """Type 1 tracks play at once: an off in another track on the same channel ends the note."""
-    path = build_midi(tmp_path, tracks=[[tempo(120)], [on(60, 70)], [off(60, t=960)]])
-    assert note_list(read_midi(path)) == [(0.0, 1.0, 60, 70)]
+def test_pairing_is_per_track_even_on_a_shared_channel(tmp_path, build_midi):
+    """Two voices on channel 0 in two tracks, both on C4: track 1 holds it 0-1.0 s, track 2
+    plays it 0.25-0.5 s. Pairing per channel across tracks would end track 1's note at 0.5 s
+    and give track 2's the rest, moving length from one voice to the other."""
+    path = build_midi(tmp_path, tracks=[
+        [tempo(120)], [on(60, 70), off(60, t=960)], [on(60, 50, t=240), off(60, t=240)]])
+    assert note_list(read_midi(path, Selection(tracks=(1,)))) == [(0.0, 1.0, 60, 70)]
+    assert note_list(read_midi(path, Selection(tracks=(2,)))) == [(0.25, 0.5, 60, 50)]
+    both = read_midi(path)  # one stream: the restrike at 0.25 s ends track 1's note
+    assert note_list(both) == [(0.0, 0.25, 60, 70), (0.25, 0.5, 60, 50)]
+    assert both.report.fixed["shortened_by_restrike"] == 1
+
+
+def test_an_off_in_another_track_does_not_end_a_note(tmp_path, build_midi):
+    # Track 1's note has no off in its own track: it is closed at the end of track 1 (1.0 s);
+    # track 2's off has nothing to end in its own track.
+    path = build_midi(tmp_path, tracks=[
+        [tempo(120)], [on(60, 70), mido.MetaMessage("end_of_track", time=960)],
+        [off(60, t=480)]])
+    parsed = read_midi(path)
+    assert note_list(parsed) == [(0.0, 1.0, 60, 70)]
+    assert parsed.report.fixed["closed_at_end"] == 1
+    assert parsed.report.dropped["orphan_note_off"] == 1
+
+
+def test_a_grace_note_written_off_then_on_does_not_shift_later_notes(tmp_path, build_midi):
+    # C4 at 0-0.5 s; a zero-length grace C4 at 1.0 s written note-off then note-on (the on
+    # never gets its own off); then C4 at 1.5-2.0 s and 2.5-3.0 s. First in first out would
+    # pair the grace with 2.0 s, the next note with 3.0 s and leave the last one dangling.
+    path = build_midi(tmp_path, type=0, tracks=[[
+        on(60, 80), off(60, t=480), off(60, t=480), on(60, 30),
+        on(60, 81, t=480), off(60, t=480), on(60, 82, t=480), off(60, t=480)]])
+    parsed = read_midi(path)
+    assert note_list(parsed) == [(0.0, 0.5, 60, 80), (1.5, 2.0, 60, 81), (2.5, 3.0, 60, 82)]
+    assert parsed.report.dropped["zero_length"] == 1
+    assert parsed.report.dropped["orphan_note_off"] == 0
+    assert parsed.report.fixed["keys_with_dangling_note_on"] == 1
+    assert parsed.report.fixed["closed_at_end"] == 0
+
+
+def test_a_dangling_note_on_lasts_until_its_key_is_struck_again(tmp_path, build_midi):
+    # C4 struck at 0 and never released; then C4 0.5-1.0 s and 1.5-2.0 s, each with its off.
+    path = build_midi(tmp_path, type=0, tracks=[[
+        on(60, 80), on(60, 81, t=480), off(60, t=480), on(60, 82, t=480), off(60, t=480)]])
+    parsed = read_midi(path)
+    assert note_list(parsed) == [(0.0, 0.5, 60, 80), (0.5, 1.0, 60, 81), (1.5, 2.0, 60, 82)]
+    assert parsed.report.fixed["shortened_by_restrike"] == 1
 
 
 def test_notes_sounding_at_the_end_are_closed_and_counted(tmp_path, build_midi):
@@ -353,11 +416,19 @@ BAD_FILES = {
     "drums_only": (lambda tmp, build: build(tmp, name="drums.mid", tracks=[
         [on(36, 100, channel=9), off(36, t=240, channel=9), on(42, 90, channel=9),
          off(42, t=240, channel=9)]]).read_bytes(), "only drums on channel 10"),
-    "absurd_tempo": (lambda tmp, build: build(tmp, name="fast.mid", tracks=[
-        [mido.MetaMessage("set_tempo", tempo=1), on(60, 80), off(60, t=480)]]).read_bytes(),
-        "absurd tempo"),
-    "absurd_delta": (lambda tmp, build: build(tmp, name="long.mid", tracks=[
-        [on(60, 80, t=10**9), off(60, t=480)]]).read_bytes(), "absurd delta times"),
+    "tempo_0": (lambda tmp, build: build(tmp, name="tempo0.mid", tracks=[
+        [mido.MetaMessage("set_tempo", tempo=0), on(60, 80), off(60, t=480)]]).read_bytes(),
+        "illegal tempo 0"),
+    "delta_over_4_bytes": (lambda tmp, build: build(tmp, name="long.mid", tracks=[
+        [on(60, 80, t=10**9), off(60, t=480)]]).read_bytes(), "corrupt delta time"),
+    "huge_vlq": (lambda tmp, build: _header() + _track_chunk(
+        bytes([0xFF] * 40 + [0x7F, 0x90, 0x3C, 0x40, 0x00, 0x80, 0x3C, 0x00, 0x00, 0xFF, 0x2F,
+                             0x00])), "corrupt delta time"),
+    "track_count_lie": (lambda tmp, build: _header(ntrks=65535, type=1) + _track_chunk(
+        bytes([0x00, 0xFF, 0x2F, 0x00])) + _track_chunk(bytes([0x00, 0xFF, 0x2F, 0x00])),
+        "the header claims 65535 tracks but the file holds 2"),
+    "truncated_inside_a_track": (lambda tmp, build: _header() + _track_chunk(
+        bytes([0x00, 0x90, 0x3C, 0x40]))[:-2], "truncated: the file ends inside track 0"),
 }
 
 
@@ -386,6 +457,8 @@ def test_an_invalid_key_signature_is_worked_around_and_reported(tmp_path):
     assert parsed.events.tolist() == [(60, 64, 0.0), (60, 0, 0.5)]  # 480 ticks at 120 bpm
     assert parsed.report.repairs == ["ignored 1 invalid key signature(s)"]
     assert "ignored 1 invalid key signature(s)" in parsed.report.summary()
+    assert [m.type for m in open_midi(path).tracks[0]][-3:] == ["note_on", "note_off",
+                                                                 "end_of_track"]
 
 
 def test_missing_file(tmp_path):
@@ -445,27 +518,87 @@ MESSAGES = st.one_of(
               st.integers(0, 300)))
 
 
-def reference_notes(path):
-    """Notes the plain way: mido's merged playback in seconds, FIFO per (channel, pitch)."""
-    now, sounding, notes = 0.0, {}, []
-    for msg in mido.MidiFile(path):
+def _track_seconds(midi, index):
+    """(seconds, message) for one track of a type 1 file, through mido's own playback of that
+    track with every track's tempo changes (mido applies tempos from any track)."""
+    solo = mido.MidiFile(type=1, ticks_per_beat=midi.ticks_per_beat)
+    for i, track in enumerate(midi.tracks):  # in file order: at one tick the later tempo wins
+        if i == index:
+            solo.tracks.append(mido.MidiTrack(list(track) + [mido.MetaMessage("marker")]))
+            continue
+        tick, tempos = 0, []
+        for msg in track:
+            tick += msg.time
+            if msg.type == "set_tempo":
+                tempos.append(msg.copy(time=tick))
+        solo.tracks.append(mido.MidiTrack(
+            m.copy(time=m.time - (tempos[j - 1].time if j else 0)) for j, m in enumerate(tempos)))
+    now, timed = 0.0, []
+    for msg in solo:
         now += msg.time
-        if msg.type in ("note_on", "note_off"):
-            queue = sounding.setdefault((msg.channel, msg.note), [])
-            if msg.type == "note_on" and msg.velocity > 0:
-                queue.append((now, msg.velocity))
-            elif queue:
-                start, velocity = queue.pop(0)
-                notes.append((start, now, msg.note, velocity))
-    notes += [(start, now, pitch, velocity) for (_, pitch), queue in sounding.items()
-              for start, velocity in queue]
-    return sorted((round(s, 6), round(e, 6), p, v) for s, e, p, v in notes if e > s)
+        timed.append((now, msg))
+    return timed
+
+
+def _key_notes(timed_messages, end):
+    """One (channel, pitch) of one track: first in first out if every on gets an off; else an
+    off ends every note struck before it, and an orphan off with an on at its instant is that
+    on's own off. Notes left sounding end at ``end``."""
+    fifo, sounding = [], []
+    for now, msg in timed_messages:
+        if msg.type == "note_on" and msg.velocity > 0:
+            sounding.append((now, msg.velocity))
+        elif sounding:
+            start, velocity = sounding.pop(0)
+            fifo.append((start, now, velocity))
+    if not sounding:
+        return fifo
+    notes, sounding, orphan_at = [], [], None
+    for now, msg in timed_messages:
+        if msg.type == "note_on" and msg.velocity > 0:
+            if now == orphan_at:
+                orphan_at = None  # zero length: dropped below
+            else:
+                sounding.append((now, msg.velocity))
+        elif any(start < now for start, _ in sounding):
+            notes += [(start, now, v) for start, v in sounding if start < now]
+            sounding = [(start, v) for start, v in sounding if start >= now]
+        elif sounding:
+            sounding.pop(0)
+        else:
+            orphan_at = now
+    return notes + [(start, end, v) for start, v in sounding]
+
+
+def reference_notes(path):
+    """The reading rules, brute force: per (track, channel, pitch) pairing on mido's playback
+    in seconds, then the piano's rule on each pitch of the merged stream."""
+    midi = mido.MidiFile(path)
+    notes = []
+    for index in range(len(midi.tracks)):
+        timed = _track_seconds(midi, index)
+        end = next(now for now, msg in timed if msg.type == "marker")
+        keys = {(m.channel, m.note) for _, m in timed if m.type in ("note_on", "note_off")}
+        for channel, pitch in keys:
+            mine = [(now, m) for now, m in timed if m.type in ("note_on", "note_off")
+                    and (m.channel, m.note) == (channel, pitch)]
+            notes += [(s, e, pitch, v) for s, e, v in _key_notes(mine, end) if e > s]
+    merged = {}
+    for s, e, p, v in notes:  # struck at one instant on one pitch: the longest, the loudest
+        old = merged.get((s, p), (s, e, p, v))
+        merged[(s, p)] = (s, max(e, old[1]), p, max(v, old[3]))
+    out = []
+    for s, e, p, v in merged.values():
+        later = [s2 for s2, _, p2, _ in merged.values() if p2 == p and s < s2 < e]
+        out.append((round(s, 6), round(min([e] + later), 6), p, v))
+    return sorted(out)
 
 
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(tracks=st.lists(st.lists(MESSAGES, max_size=25), min_size=1, max_size=3))
-def test_type_1_files_agree_with_mido_playback(tmp_path, build_midi, tracks):
+def test_type_1_files_agree_with_the_rules_worked_out_on_mido_playback(tmp_path, build_midi,
+                                                                       tracks):
     # 500 ticks per beat: every tempo here gives whole microseconds per tick, so all times
     # are whole microseconds and rounding to the microsecond compares them exactly
     path = build_midi(tmp_path, tracks=tracks, name="random.mid", ticks_per_beat=500)
@@ -474,7 +607,9 @@ def test_type_1_files_agree_with_mido_playback(tmp_path, build_midi, tracks):
         with pytest.raises(MidiInputError):
             read_midi(path, Selection(**WIDE))
         return
-    assert sorted(note_list(read_midi(path, Selection(**WIDE)))) == expected
+    parsed = read_midi(path, Selection(**WIDE))
+    assert sorted(note_list(parsed)) == expected
+    assert events_to_notes(parsed.events)[0].tolist() == parsed.notes.tolist()
 
 
 def test_pedal_and_other_controllers_are_counted_not_read_as_notes(tmp_path, build_midi):
@@ -506,3 +641,154 @@ def test_sustain_pedal_holds_released_keys_until_it_comes_up_or_the_key_is_struc
         (1.0, 2.0, 60),
         (2.5, 3.0, 67)]
     assert parsed.report.fixed["held_by_pedal"] == 3
+
+
+# --- what the standard allows, and what is refused ------------------------------------------------
+
+def test_unknown_chunks_are_skipped_and_counted(tmp_path, simple_file):
+    data = simple_file.read_bytes()
+    header, tracks = data[:14], data[14:]
+    xf = b"XFIH" + (4).to_bytes(4, "big") + b"\x00\x01\x02\x03"
+    path = tmp_path / "yamaha.mid"
+    path.write_bytes(header + xf + tracks + b"XFKM" + (0).to_bytes(4, "big"))
+    parsed = read_midi(path)
+    assert note_list(parsed) == [(0.0, 0.5, 60, 80), (0.5, 1.0, 64, 90)]
+    assert parsed.report.skipped_chunks == {"XFIH": 1, "XFKM": 1}
+    assert "skipped chunks: XFIH=1, XFKM=1" in parsed.report.summary()
+    assert len(open_midi(path).tracks) == 1
+
+
+def test_tracks_beyond_the_headers_count_and_trailing_junk_are_skipped(tmp_path, simple_file):
+    data = simple_file.read_bytes()  # a header claiming 1 track, and that track
+    path = tmp_path / "extra.mid"
+    path.write_bytes(data + data[14:] + b"\x00\x01\x02\x03\x04\x05\x06\x07\x08")
+    parsed = read_midi(path)
+    assert note_list(parsed) == [(0.0, 0.5, 60, 80), (0.5, 1.0, 64, 90)]
+    assert parsed.report.skipped_chunks == {"MTrk beyond the header's count": 1}
+    assert parsed.report.repairs == ["ignored 9 bytes after the last chunk"]
+
+
+def test_open_midi_gives_the_repaired_file_read_midi_reads(tmp_path, simple_file):
+    data = simple_file.read_bytes()
+    riff = b"RIFF" + (len(data) + 12).to_bytes(4, "little") + b"RMIDdata" + \
+        len(data).to_bytes(4, "little") + data
+    path = tmp_path / "wrapped.rmi"
+    path.write_bytes(riff)
+    midi = open_midi(path)
+    now, ons = 0.0, []
+    for msg in midi:  # the plain mido loop of notebook 01
+        now += msg.time
+        if msg.type == "note_on" and msg.velocity > 0:
+            ons.append((now, msg.note))
+    assert ons == [(0.0, 60), (0.5, 64)]
+    (tmp_path / "bad.mid").write_bytes(b"MThd")
+    with pytest.raises(MidiInputError, match="truncated"):
+        open_midi(tmp_path / "bad.mid")
+
+
+def test_the_report_names_the_reader_version(simple_file):
+    assert isinstance(READER_VERSION, int)
+    assert read_midi(simple_file).report.to_dict()["reader_version"] == READER_VERSION
+
+
+def test_a_tempo_of_one_microsecond_per_beat_is_read_with_a_warning(tmp_path, build_midi):
+    # 1 us per beat at 480 ticks per beat: a note of 480 ticks lasts 1 us.
+    path = build_midi(tmp_path, type=0, tracks=[[
+        mido.MetaMessage("set_tempo", tempo=1), on(60, 80), off(60, t=480),
+        tempo(120), on(62, 80), off(62, t=480)]])
+    parsed = read_midi(path)
+    assert parsed.notes[["start_s", "end_s", "pitch"]].tolist() == [
+        (0.0, pytest.approx(1e-6), 60), (pytest.approx(1e-6), pytest.approx(0.500001), 62)]
+    assert len(parsed.report.warnings) == 1
+    assert "extreme tempo 1 us per beat" in parsed.report.warnings[0]
+    assert "warning: extreme tempo" in parsed.report.summary()
+
+
+def test_a_file_lasting_days_is_read(tmp_path, build_midi):
+    # The largest legal delta (4 bytes: 0x0FFFFFFF ticks) at 120 bpm is ~77.7 hours.
+    path = build_midi(tmp_path, type=0, tracks=[[
+        on(60, 80), off(60, t=480), on(62, 80, t=0x0FFFFFFF), off(62, t=480)]])
+    parsed = read_midi(path)
+    assert parsed.notes["start_s"][1] == pytest.approx(0.5 + 0x0FFFFFFF / 960)
+    assert parsed.report.duration_s > 77 * 3600
+
+
+def test_a_fifo_is_refused_without_reading_it(tmp_path):
+    fifo = tmp_path / "x.mid"
+    os.mkfifo(fifo)  # opening it for reading would block until someone writes
+    outcome = []
+
+    def read():
+        try:
+            read_midi(fifo)
+        except MidiInputError as err:
+            outcome.append(str(err))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():  # it blocked: unblock it (a writer that closes gives end of file)
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(10)
+        pytest.fail("read_midi opened the FIFO and waited for a writer")
+    assert len(outcome) == 1 and "not a regular file: it is a FIFO" in outcome[0]
+
+
+def test_a_link_to_a_device_is_refused(tmp_path):
+    link = tmp_path / "zero.mid"
+    link.symlink_to("/dev/zero")  # reading it would never end
+    with pytest.raises(MidiInputError, match="not a regular file: it is a device"):
+        read_midi(link)
+    with pytest.raises(MidiInputError, match="not a regular file: it is a folder"):
+        read_midi(tmp_path)
+
+
+def test_size_and_note_limits_are_clear_and_adjustable(tmp_path, simple_file):
+    size = simple_file.stat().st_size
+    with pytest.raises(MidiInputError) as err:
+        read_midi(simple_file, limits=ReadLimits(max_bytes=size - 1))
+    assert f"file too large ({size:,} bytes; the limit is {size - 1:,}" in str(err.value)
+    assert len(read_midi(simple_file, limits=ReadLimits(max_bytes=size)).notes) == 2
+    with pytest.raises(MidiInputError, match=r"too many notes \(2; the limit is 1"):
+        read_midi(simple_file, limits=ReadLimits(max_notes=1))
+    assert len(read_midi(simple_file, limits=ReadLimits(max_notes=2)).notes) == 2
+    parsed, errors = read_midi_files([simple_file], limits=ReadLimits(max_notes=1))
+    assert parsed == [] and "too many notes" in str(errors[0])
+
+
+# --- the event stream means the notes -----------------------------------------------------------
+
+MUSIC = sorted(Path(__file__).resolve().parent.parent.glob("music/**/*.mid"))
+
+
+@pytest.mark.parametrize("path", MUSIC, ids=[p.name for p in MUSIC])
+def test_bundled_music_events_decode_to_exactly_the_notes(path):
+    assert MUSIC, "the bundled music is missing"
+    for selection in (Selection(), Selection(include_drums=True, pitch_low=0, pitch_high=127)):
+        parsed = read_midi(path, selection)
+        decoded, fixes = events_to_notes(parsed.events)
+        assert decoded.tolist() == parsed.notes.tolist()  # exact: same floats, same order
+        assert fixes == {"orphan_offs": 0, "closed_at_end": 0}
+        assert parsed.report.kept_notes == len(parsed.notes)
+
+
+# --- bad bytes: only MidiInputError, whatever they are ------------------------------------------
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=6),
+       cut=st.integers(0, 10**6), insert=st.binary(max_size=12))
+def test_damaged_bytes_raise_only_midi_input_errors(tmp_path, build_midi, edits, cut, insert):
+    good = bytearray(_valid_bytes(tmp_path, build_midi))
+    for position, value in edits:
+        good[position % len(good)] = value
+    at = cut % (len(good) + 1)
+    data = bytes(good[:at]) + insert + bytes(good[at:]) if insert else bytes(good[:max(at, 1)])
+    path = tmp_path / "damaged.mid"
+    path.write_bytes(data)
+    try:
+        parsed = read_midi(path)
+    except MidiInputError as err:
+        assert "\n" not in str(err)
+        return
+    assert events_to_notes(parsed.events)[0].tolist() == parsed.notes.tolist()
