@@ -5,17 +5,27 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so
 It holds the weights, the model config, the codec (with its fitted bin edges), the training
 config and history, free-form parameters, the seed, hashes of the training data and the
 library versions. It is written atomically.
+
+A file may also be truncated, tampered with or not ours. ``load_checkpoint`` therefore trusts
+nothing it reads until it has checked it: the tensors are memory-mapped (nothing is read into
+memory), the config and codec are checked field by field against sane bounds, and every weight's
+shape against the shape the config and codec imply. Only then is a model built, so a file cannot
+make us allocate more than it holds, nor hand generation arrays that disagree in size.
 """
 from __future__ import annotations
 
 import io
 import platform
-from dataclasses import dataclass, field
+import reprlib
+import zipfile
+from dataclasses import dataclass, field, fields
+from numbers import Integral, Real
 from pathlib import Path
 
 import torch
 
 from .codec import EventCodec
+from .errors import CheckpointError, CodecError
 from .files import write_bytes_atomic
 from .model import ModelConfig, NoteLSTM
 
@@ -54,18 +64,201 @@ class Checkpoint:
 
 
 def load_checkpoint(path, device: str | torch.device = "cpu") -> Checkpoint:
-    """Load with ``weights_only=True``; the model comes back in eval mode."""
-    payload = torch.load(path, map_location=device, weights_only=True)
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: unknown checkpoint format {payload.get('format_version')!r}")
-    model = NoteLSTM(ModelConfig(**payload["model_config"])).to(device)
-    model.load_state_dict(payload["model_state"])
-    model.eval()
-    return Checkpoint(model=model, codec=EventCodec.from_dict(payload["codec"]),
-                      train_config=payload["train_config"], history=payload["history"],
-                      best_epoch=payload["best_epoch"], params=payload["params"],
-                      data_hashes=payload["data_hashes"], versions=payload["versions"],
-                      optimizer_state=payload["optimizer_state"])
+    """Load with ``weights_only=True``, after verifying everything (``CheckpointError`` naming
+    the file and the field otherwise); the model comes back in eval mode on ``device``."""
+    payload = _read_payload(path)
+    state = payload["model_state"]
+    shapes = _state_shapes(path, state)  # the file's real shapes, before trusting any config
+    config = _model_config(path, payload["model_config"])
+    try:
+        codec = EventCodec.from_dict(payload["codec"])
+    except CodecError as err:
+        raise CheckpointError(path, f"codec: {err.reason}") from None
+    if not codec.fitted:
+        raise CheckpointError(path, "codec: time_edges_s is empty (the codec was never fitted)")
+    if codec.sizes != config.sizes:
+        raise CheckpointError(path, f"model_config.sizes {config.sizes} disagree with the "
+                                    f"codec's sizes {codec.sizes}")
+    _check_shapes(path, config, shapes)
+    for key, tensor in state.items():
+        if not torch.isfinite(tensor).all():
+            raise CheckpointError(path, f"model_state.{key} holds NaN or infinite values")
+    model = NoteLSTM(config)  # sizes now match the file's tensors: bounded by the file
+    model.load_state_dict(state)
+    model.to(device).eval()
+    meta = {name: _in_memory(path, payload.get(name, default))
+            for name, default in OPTIONAL.items()}
+    return Checkpoint(model=model, codec=codec, **meta)
+
+
+# Payload entries besides the four required ones, with their types and defaults.
+REQUIRED = {"format_version": int, "model_config": dict, "model_state": dict, "codec": dict}
+OPTIONAL = {"train_config": {}, "history": [], "best_epoch": -1, "params": {},
+            "data_hashes": [], "versions": {}, "optimizer_state": None}
+# Sane bounds on what a model config may ask for (the lesson's model: 128 units, 1 layer).
+MAX_HIDDEN = 4096
+MAX_LAYERS = 8
+MAX_EMBEDDING = 1024
+MAX_CLASSES = 4096
+
+
+def _read_payload(path) -> dict:
+    """``torch.load`` with ``weights_only`` and ``mmap``, and the payload's keys and types."""
+    try:
+        with zipfile.ZipFile(path) as archive:  # reads only the zip's directory
+            entries = archive.infolist()
+    except OSError as err:
+        raise CheckpointError(path, f"cannot read it ({err.strerror or err})") from None
+    except (zipfile.BadZipFile, ValueError, EOFError):
+        raise CheckpointError(path, "is not a checkpoint: not a complete zip archive "
+                                    "(truncated, or some other file)") from None
+    if not any(e.filename.endswith("/data.pkl") for e in entries):
+        raise CheckpointError(path, "is not a checkpoint: a zip archive without torch's data.pkl")
+    if any(e.compress_type != zipfile.ZIP_STORED for e in entries):
+        raise CheckpointError(path, "is not a checkpoint: torch.save never compresses entries")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # noqa: BLE001 - whatever a broken file makes torch raise
+        reason = (str(err).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(path, f"is not a readable checkpoint "
+                                    f"({type(err).__name__}: {reason})") from None
+    if not isinstance(payload, dict):
+        raise CheckpointError(path, f"holds a {type(payload).__name__}, not a checkpoint dict")
+    version = payload.get("format_version")
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise CheckpointError(path, f"format_version is {reprlib.repr(version)}: unknown "
+                                    f"checkpoint format (this midilstm reads {FORMAT_VERSION})")
+    known = {**REQUIRED, **OPTIONAL}
+    for key in payload:
+        if key not in known:
+            raise CheckpointError(path, f"{reprlib.repr(key)} is not a checkpoint entry")
+    for key, kind in REQUIRED.items():
+        if not isinstance(payload.get(key), kind):
+            raise CheckpointError(path, f"{key} must be a {kind.__name__}, "
+                                        f"not {type(payload.get(key)).__name__}")
+    for key, default in OPTIONAL.items():
+        if key in payload and not _same_kind(payload[key], default):
+            raise CheckpointError(path, f"{key} has the wrong type "
+                                        f"({type(payload[key]).__name__})")
+    return payload
+
+
+def _same_kind(value, default) -> bool:
+    if default is None:  # optimizer_state: None, or a dict when there is one
+        return value is None or isinstance(value, dict)
+    if isinstance(default, int):
+        return _is_int(value)
+    return isinstance(value, type(default))
+
+
+def _state_shapes(path, state: dict) -> dict:
+    """Every weight's shape, from the tensors' headers (nothing is read from the mapped data)."""
+    shapes = {}
+    for key, tensor in state.items():
+        if not isinstance(key, str):
+            raise CheckpointError(path, f"model_state has a key {reprlib.repr(key)}, not a name")
+        if not isinstance(tensor, torch.Tensor):
+            raise CheckpointError(path, f"model_state.{key} must be a tensor, "
+                                        f"not {type(tensor).__name__}")
+        if tensor.layout != torch.strided or not tensor.is_floating_point():
+            raise CheckpointError(path, f"model_state.{key} must be a dense float tensor, "
+                                        f"not {tensor.dtype} ({tensor.layout})")
+        shapes[key] = tuple(tensor.shape)
+    return shapes
+
+
+def _model_config(path, raw: dict) -> ModelConfig:
+    """The model config, each field checked for its type and bounds before it sizes anything."""
+    names = [f.name for f in fields(ModelConfig)]
+    for key in raw:
+        if key not in names:
+            raise CheckpointError(path, f"model_config.{reprlib.repr(key)} is not a config field")
+    if "sizes" not in raw:
+        raise CheckpointError(path, "model_config.sizes is missing")
+    values = {**{f.name: f.default for f in fields(ModelConfig) if f.name != "sizes"}, **raw}
+
+    def bad(name, why):
+        raise CheckpointError(path, f"model_config.{name} must be {why}, "
+                                    f"not {reprlib.repr(values[name])}")
+
+    sizes = values["sizes"]
+    if (not isinstance(sizes, (list, tuple)) or len(sizes) != 3
+            or not all(_is_int(n) and 1 <= n <= MAX_CLASSES for n in sizes)):
+        bad("sizes", f"three class counts in 1..{MAX_CLASSES}")
+    for name, top in (("hidden_size", MAX_HIDDEN), ("num_layers", MAX_LAYERS),
+                      ("embedding_dim", MAX_EMBEDDING)):
+        if not _is_int(values[name]) or not 1 <= values[name] <= top:
+            bad(name, f"an integer in 1..{top}")
+    dropout = values["dropout"]
+    if not isinstance(dropout, Real) or isinstance(dropout, bool) or not 0 <= dropout < 1:
+        bad("dropout", "a number in [0, 1)")
+    if values["input_mode"] not in ("one_hot", "embedding"):
+        bad("input_mode", "'one_hot' or 'embedding'")
+    return ModelConfig(**values)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def expected_state_shapes(config: ModelConfig) -> dict:
+    """The shape of every entry of ``NoteLSTM(config).state_dict()``, worked out from the config
+    alone (nothing is built), each dimension with the config field that sets it:
+    ``{key: ((size, "what sets it"), ...)}``."""
+    hidden = (config.hidden_size, f"model_config.hidden_size {config.hidden_size}")
+    gates = (4 * config.hidden_size, hidden[1])
+    classes = (sum(config.sizes), f"the codec's sizes {config.sizes}")
+    shapes = {}
+    if config.input_mode == "embedding":
+        width = (config.embedding_dim, f"model_config.embedding_dim {config.embedding_dim}")
+        for i, n in enumerate(config.sizes):
+            shapes[f"embeddings.{i}.weight"] = ((n, classes[1]), width)
+        inputs = (3 * width[0], width[1])
+    else:
+        inputs = classes
+    for layer in range(config.num_layers):
+        shapes[f"lstm.weight_ih_l{layer}"] = (gates, inputs if layer == 0 else hidden)
+        shapes[f"lstm.weight_hh_l{layer}"] = (gates, hidden)
+        shapes[f"lstm.bias_ih_l{layer}"] = (gates,)
+        shapes[f"lstm.bias_hh_l{layer}"] = (gates,)
+    shapes["head.weight"] = (classes, hidden)
+    shapes["head.bias"] = (classes,)
+    return shapes
+
+
+def _check_shapes(path, config: ModelConfig, shapes: dict):
+    """Every expected weight is there with its shape, and nothing else is."""
+    expected = expected_state_shapes(config)
+    for key, dims in expected.items():
+        if key not in shapes:
+            raise CheckpointError(path, f"model_state.{key} is missing (model_config: "
+                                        f"num_layers {config.num_layers}, input_mode "
+                                        f"{config.input_mode})")
+        want = tuple(n for n, _ in dims)
+        if shapes[key] != want:
+            culprits = ([why for (n, why), got in zip(dims, shapes[key]) if n != got]
+                        if len(shapes[key]) == len(dims) else [why for _, why in dims])
+            raise CheckpointError(path, f"model_state.{key} has shape {shapes[key]}, but "
+                                        f"{' and '.join(dict.fromkeys(culprits))} call for {want}")
+    for key in shapes:
+        if key not in expected:
+            raise CheckpointError(path, f"model_state.{key} is not a weight of this model "
+                                        f"(model_config: num_layers {config.num_layers}, "
+                                        f"input_mode {config.input_mode})")
+
+
+def _in_memory(path, value):
+    """``value`` with every tensor copied off the memory-mapped file (which may change later)."""
+    try:
+        if isinstance(value, torch.Tensor):
+            return value.clone()
+        if isinstance(value, dict):
+            return {k: _in_memory(path, v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(_in_memory(path, v) for v in value)
+        return value
+    except RecursionError:
+        raise CheckpointError(path, "holds data nested too deeply to be ours") from None
 
 
 def library_versions() -> dict:

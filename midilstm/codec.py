@@ -20,17 +20,25 @@ data then lasts exactly as long as the original, so timing errors do not add up 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import math
+import reprlib
+from dataclasses import asdict, dataclass, field, fields
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
 
 from .constants import N_VELOCITIES, PITCH_HIGH, PITCH_LOW
+from .errors import CodecError
 from .events import EVENT_DTYPE, onset_times_s
 from .files import write_json_atomic
 
 TIME_STRATEGIES = ("uniform", "log", "quantile")
 HEADS = ("pitch", "velocity", "time")
+# Bounds on what a codec (or a file claiming to be one) may ask for: far beyond any musical use,
+# small enough that the model and generation buffers it sizes stay small.
+MAX_TIME_BINS = 1024
+MAX_CODEC_FILE_BYTES = 1 << 20  # a fitted codec.json is a few kB
 
 
 @dataclass
@@ -47,13 +55,7 @@ class EventCodec:
     time_centers_s: list = field(default_factory=list)  # n_time_bins values, fitted
 
     def __post_init__(self):
-        if self.time_strategy not in TIME_STRATEGIES:
-            raise ValueError(f"time_strategy must be one of {TIME_STRATEGIES}, "
-                             f"not {self.time_strategy!r}")
-        if self.n_time_bins < 1:
-            raise ValueError("n_time_bins must be >= 1")
-        if self.velocity_bins is not None and not 1 <= self.velocity_bins <= 127:
-            raise ValueError("velocity_bins must be None or 1..127")
+        check_codec_fields(asdict(self))
 
     # --- sizes ---------------------------------------------------------------------------------
     @property
@@ -171,19 +173,103 @@ class EventCodec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "EventCodec":
-        return cls(**data)
+    def from_dict(cls, data: dict, where: str = "codec") -> "EventCodec":
+        """A codec from ``to_dict``'s output, validated first (``CodecError`` naming ``where``
+        and the field); missing fields take their defaults."""
+        if not isinstance(data, dict):
+            raise CodecError(where, f"must be a mapping of codec fields, not {type(data).__name__}")
+        names = [f.name for f in fields(cls)]
+        unknown = [key for key in data if key not in names]
+        if unknown:
+            raise CodecError(where, f"{reprlib.repr(unknown[0])} is not a codec field "
+                                    f"(known: {', '.join(names)})")
+        values = {**asdict(cls()), **data}
+        check_codec_fields(values, where)
+        return cls(**values)
 
     def save(self, path) -> Path:
         return write_json_atomic(path, self.to_dict())
 
     @classmethod
     def load(cls, path) -> "EventCodec":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read and validate a ``codec.json``; any problem is one ``CodecError`` naming the file."""
+        try:
+            with open(path, "rb") as file:  # bounded read: a FIFO or a huge file cannot hang us
+                text = file.read(MAX_CODEC_FILE_BYTES + 1)
+        except OSError as err:
+            raise CodecError(path, f"cannot read it ({err.strerror or err})") from None
+        if len(text) > MAX_CODEC_FILE_BYTES:
+            raise CodecError(path, f"is over {MAX_CODEC_FILE_BYTES} bytes: not a codec file")
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as err:  # JSON, UTF-8 or nesting errors
+            raise CodecError(path, f"is not valid JSON ({err})") from None
+        return cls.from_dict(data, where=str(path))
 
     def _require_fitted(self):
         if not self.fitted:
             raise RuntimeError("the codec is not fitted: call codec.fit(training_events) first")
+
+
+def check_codec_fields(values: dict, where: str = "codec") -> None:
+    """Raise ``CodecError(where, "<field> ...")`` unless every codec field has its type, lies in
+    bounds and agrees with the others: a codec file decides array sizes and indices later on,
+    so nothing it says is used before this passes. ``values`` holds every field."""
+    def bad(name, why):
+        raise CodecError(where, f"{name} {why}, not {reprlib.repr(values[name])}")
+
+    strategy = values["time_strategy"]
+    if not isinstance(strategy, str) or strategy not in TIME_STRATEGIES:
+        bad("time_strategy", f"must be one of {', '.join(TIME_STRATEGIES)}")
+    n_bins = values["n_time_bins"]
+    if not _is_int(n_bins) or not 1 <= n_bins <= MAX_TIME_BINS:
+        bad("n_time_bins", f"must be an integer in 1..{MAX_TIME_BINS}")
+    velocity_bins = values["velocity_bins"]
+    if velocity_bins is not None and (not _is_int(velocity_bins) or not 1 <= velocity_bins <= 127):
+        bad("velocity_bins", "must be null (128 velocity classes) or an integer in 1..127")
+    if not _is_number(values["same_time_s"]) or values["same_time_s"] < 0:
+        bad("same_time_s", "must be a finite number >= 0")
+    low, high = values["pitch_low"], values["pitch_high"]
+    if not _is_int(low) or not 0 <= low <= 127:
+        bad("pitch_low", "must be a MIDI pitch 0..127")
+    if not _is_int(high) or not low <= high <= 127:
+        bad("pitch_high", f"must be a MIDI pitch in pitch_low ({low})..127")
+    edges = _numbers(values, "time_edges_s", (0, n_bins + 1), where,
+                     f"n_time_bins {n_bins} needs {n_bins + 1} (or none before fitting)")
+    centers = _numbers(values, "time_centers_s", (max(len(edges) - 1, 0),), where,
+                       f"{len(edges)} time_edges_s need {max(len(edges) - 1, 0)}")
+    for i in range(1, len(edges)):
+        if not edges[i] > edges[i - 1]:
+            raise CodecError(where, f"time_edges_s must be strictly increasing, but edge {i} "
+                                    f"({edges[i]!r}) follows {edges[i - 1]!r}")
+    for b, center in enumerate(centers):  # a bin decodes to a delta inside it (a mean of its
+        slack = 1e-9 * edges[b + 1]       # deltas), give or take the mean's rounding
+        if not edges[b] - slack <= center <= edges[b + 1] + slack:
+            raise CodecError(where, f"time_centers_s[{b}] ({center!r}) lies outside its bin "
+                                    f"{edges[b]!r}..{edges[b + 1]!r}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _numbers(values: dict, name: str, lengths: tuple, where: str, need: str) -> list:
+    """``values[name]`` as a list of finite numbers >= 0 whose length is one of ``lengths``
+    (``need`` says why, for the error)."""
+    items = values[name]
+    if not isinstance(items, (list, tuple)):
+        raise CodecError(where, f"{name} must be a list of numbers, not {type(items).__name__}")
+    if len(items) not in lengths:
+        raise CodecError(where, f"{name} has {len(items)} values, but {need}")
+    for i, item in enumerate(items):
+        if not _is_number(item) or item < 0:
+            raise CodecError(where, f"{name}[{i}] must be a finite number >= 0, "
+                                    f"not {reprlib.repr(item)}")
+    return [float(item) for item in items]
 
 
 def _distinct_quantiles(positive: np.ndarray, n_bins: int) -> np.ndarray:

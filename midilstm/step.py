@@ -9,6 +9,12 @@ arithmetic. So these loops are compiled once by numba (``cache=True`` keeps the 
 * ``track_notes``  which pitches sound since when, and the clock of each stream
 * ``lstm_step``    the network step for a few streams (for many, ``generate`` uses numpy's
   matrix products, which are faster there)
+
+Compiled loops do not check their indices, and the arrays' sizes come from a model and a codec
+that may come from a file. So every kernel first checks that its arrays agree in shape and that
+the codes it indexes with are in range, raising ``ValueError`` otherwise: whatever it is given,
+it never reads or writes out of bounds. ``check_step_arrays`` makes the same checks once, in
+Python, with a message that names the array at fault.
 """
 from __future__ import annotations
 
@@ -17,6 +23,39 @@ from numba import njit
 
 # Sums may be reordered (vectorised); NaN and inf keep their meaning.
 _SUM_MATH = {"reassoc", "contract"}
+
+
+def check_step_arrays(sizes, table_p, table_v, table_t, w_ih, w_hh, bias, head_w, head_b, h, c,
+                      logits, probs, sounding_since, time_centers) -> None:
+    """Raise ``ValueError`` (one line naming the array) unless the arrays the kernels below are
+    given agree in shape and dtype with the codec's ``sizes`` (pitch, velocity, time classes)
+    and with the state ``h`` (layers, streams, hidden): a model and a codec that disagree are
+    refused here, once, instead of being caught step by step by the kernels' own checks."""
+    if len(sizes) != 3 or not all(int(n) >= 1 for n in sizes):
+        raise ValueError(f"step arrays: sizes must be three class counts >= 1, not {sizes}")
+    if not (isinstance(h, np.ndarray) and h.ndim == 3 and h.dtype == np.float32):
+        raise ValueError("step arrays: h must be a float32 array (layers, streams, hidden)")
+    n_pitch, n_velocity, n_time = (int(n) for n in sizes)
+    layers, streams, hidden = h.shape
+    gates, outputs, f32 = 4 * hidden, n_pitch + n_velocity + n_time, np.float32
+    expected = {"table_p": (table_p, (n_pitch, gates), f32),
+                "table_v": (table_v, (n_velocity, gates), f32),
+                "table_t": (table_t, (n_time, gates), f32),
+                "w_ih": (w_ih, (max(layers - 1, 1), gates, hidden), f32),
+                "w_hh": (w_hh, (layers, gates, hidden), f32),
+                "bias": (bias, (layers, gates), f32),
+                "head_w": (head_w, (outputs, hidden), f32), "head_b": (head_b, (outputs,), f32),
+                "c": (c, h.shape, f32), "logits": (logits, (streams, outputs), f32),
+                "probs": (probs, (streams, outputs), np.float64),
+                "sounding_since": (sounding_since, (streams, n_pitch), np.float64),
+                "time_centers": (time_centers, (n_time,), np.float64)}
+    for name, (array, shape, dtype) in expected.items():
+        if not isinstance(array, np.ndarray) or array.shape != shape or array.dtype != dtype:
+            got = (f"{array.shape} {array.dtype}" if isinstance(array, np.ndarray)
+                   else type(array).__name__)
+            raise ValueError(f"step arrays: {name} is {got}, but sizes "
+                             f"{(n_pitch, n_velocity, n_time)} with {layers} layer(s) of {hidden} "
+                             f"units and {streams} stream(s) need {shape} {np.dtype(dtype)}")
 
 
 @njit(cache=True, fastmath=_SUM_MATH)
@@ -29,6 +68,13 @@ def lstm_step(codes, h, c, table_p, table_v, table_t, w_ih, w_hh, bias, head_w, 
     which include its bias).
     """
     layers, streams, hidden = h.shape
+    if not _lstm_shapes_agree(codes, h, c, table_p, table_v, table_t, w_ih, w_hh, bias, head_w,
+                              head_b, logits):
+        raise ValueError("lstm_step: the arrays' shapes disagree (see step.check_step_arrays)")
+    for b in range(streams):
+        if not (0 <= codes[b, 0] < table_p.shape[0] and 0 <= codes[b, 1] < table_v.shape[0]
+                and 0 <= codes[b, 2] < table_t.shape[0]):
+            raise ValueError("lstm_step: a code is outside its head's classes")
     gates = np.empty(4 * hidden, np.float32)
     for b in range(streams):
         for layer in range(layers):
@@ -47,6 +93,22 @@ def lstm_step(codes, h, c, table_p, table_v, table_t, w_ih, w_hh, bias, head_w, 
 
 
 @njit(cache=True)
+def _lstm_shapes_agree(codes, h, c, table_p, table_v, table_t, w_ih, w_hh, bias, head_w, head_b,
+                       logits):
+    layers, streams, hidden = h.shape
+    gates = 4 * hidden
+    return (layers >= 1 and c.shape == h.shape and codes.shape[0] == streams
+            and codes.shape[1] == 3
+            and table_p.shape[1] == gates and table_v.shape[1] == gates
+            and table_t.shape[1] == gates
+            and w_ih.shape[0] >= layers - 1 and w_ih.shape[1] == gates and w_ih.shape[2] == hidden
+            and w_hh.shape[0] == layers and w_hh.shape[1] == gates and w_hh.shape[2] == hidden
+            and bias.shape[0] == layers and bias.shape[1] == gates
+            and head_w.shape[1] == hidden and head_b.shape[0] == head_w.shape[0]
+            and logits.shape[0] == streams and logits.shape[1] == head_w.shape[0])
+
+
+@njit(cache=True)
 def _tanh(x):
     """tanh through exp, which compiles to a call four times cheaper than tanh's."""
     return 2.0 / (1.0 + np.exp(-2.0 * x)) - 1.0
@@ -55,7 +117,7 @@ def _tanh(x):
 @njit(cache=True, fastmath=_SUM_MATH)
 def _dot(a, b):
     acc = np.float32(0.0)
-    for k in range(a.shape[0]):
+    for k in range(a.shape[0]):  # callers check that b is as long
         acc += a[k] * b[k]
     return acc
 
@@ -72,9 +134,18 @@ def sample_step(logits, sizes, inv_temperature, top_k, top_p, sounding_since, no
     ``now_s``). Writes ``codes`` (B, 3) and the distributions sampled from into ``probs``
     (B, outputs). ``top_k`` 0 and ``top_p`` 1 mean "off"; a silent pitch has ``sounding_since``
     NaN."""
+    streams, outputs = logits.shape
+    if not (len(sizes) == 3 and sizes[0] >= 1 and sizes[1] >= 1 and sizes[2] >= 1
+            and sizes[0] + sizes[1] + sizes[2] == outputs and probs.shape == logits.shape
+            and len(inv_temperature) == 3 and sounding_since.shape[0] == streams
+            and sounding_since.shape[1] == sizes[0] and now_s.shape[0] == streams
+            and uniforms.shape[0] == streams and uniforms.shape[1] == 3
+            and codes.shape[0] == streams and codes.shape[1] == 3):
+        raise ValueError("sample_step: the arrays' shapes disagree with the sizes "
+                         "(see step.check_step_arrays)")
     n_pitch, n_velocity = sizes[0], sizes[1]
     v0, t0 = n_pitch, n_pitch + n_velocity
-    for b in range(logits.shape[0]):
+    for b in range(streams):
         playing = sounding_since[b]
         _distribution(logits[b, v0:t0], inv_temperature[1], OFF_NEEDS_A_NOTE, playing, top_k,
                       top_p, probs[b, v0:t0])
@@ -159,7 +230,13 @@ def track_notes(codes, time_centers, max_note_s, now_s, sounding_since, end_held
     """Advance each stream's clock and its sounding notes by the event in ``codes``. With
     ``end_held``, first replace the event by a note-off (at once) if a note has been held longer
     than ``max_note_s``."""
-    for b in range(codes.shape[0]):
+    streams, n_pitch = sounding_since.shape
+    if not (codes.shape[0] == streams and codes.shape[1] == 3 and now_s.shape[0] == streams):
+        raise ValueError("track_notes: the arrays' shapes disagree (see step.check_step_arrays)")
+    for b in range(streams):
+        if not (0 <= codes[b, 0] < n_pitch and 0 <= codes[b, 2] < time_centers.shape[0]):
+            raise ValueError("track_notes: a code is outside its head's classes")
+    for b in range(streams):
         if end_held:
             for pitch in range(sounding_since.shape[1]):
                 if now_s[b] - sounding_since[b, pitch] > max_note_s:  # NaN compares False

@@ -1,5 +1,11 @@
-"""Checkpoints: a safe plain file that rebuilds everything needed to generate."""
+"""Checkpoints: a safe plain file that rebuilds everything needed to generate, and refuses,
+in one line naming the file and the field, any file that is truncated, tampered with or not ours."""
 import io
+import json
+import re
+import subprocess
+import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -7,10 +13,11 @@ import torch
 
 from helpers_model import fitted_codec, random_walk_events, tiny_model
 from helpers_model import one_thread  # noqa: F401  (autouse: one torch thread)
-from midilstm.checkpoint import FORMAT_VERSION, Checkpoint, load_checkpoint
+from midilstm.checkpoint import FORMAT_VERSION, Checkpoint, expected_state_shapes, load_checkpoint
+from midilstm.errors import CheckpointError
 from midilstm.export import events_to_midi
 from midilstm.generate import generate
-from midilstm.model import ModelConfig
+from midilstm.model import ModelConfig, NoteLSTM
 from midilstm.train import TrainConfig, train
 
 EVENTS = random_walk_events(150, seed=3)
@@ -89,3 +96,222 @@ def test_an_unknown_format_is_refused(tmp_path):
     torch.save({"format_version": 999}, tmp_path / "x.pt")
     with pytest.raises(ValueError, match="format"):
         load_checkpoint(tmp_path / "x.pt")
+
+
+# --- a tampered, truncated or foreign file gives one line naming the file and the field ----------
+@pytest.mark.parametrize("kw", [dict(), dict(num_layers=3), dict(input_mode="embedding"),
+                                dict(input_mode="embedding", embedding_dim=3, num_layers=2)])
+def test_expected_shapes_are_the_models_own(kw):
+    """Worked out from the config alone, checked against the shapes torch really builds."""
+    config = ModelConfig(sizes=CODEC.sizes, hidden_size=5, **kw)
+    expected = {key: tuple(n for n, _ in dims)
+                for key, dims in expected_state_shapes(config).items()}
+    assert expected == {k: tuple(v.shape) for k, v in NoteLSTM(config).state_dict().items()}
+
+
+def tamper(source, target, change) -> str:
+    """Copy the checkpoint ``source`` to ``target`` with ``change(payload)`` applied."""
+    payload = torch.load(source, weights_only=True)
+    change(payload)
+    torch.save(payload, target)
+    return str(target)
+
+
+def refused(path, match) -> str:
+    """The one-line ``CheckpointError`` that loading ``path`` must give; returns its text."""
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message, message
+    assert re.search(match, message), message
+    return message
+
+
+def set_in(*keys_and_value):
+    *keys, value = keys_and_value
+
+    def change(payload):
+        target = payload
+        for key in keys[:-1]:
+            target = target[key]
+        target[keys[-1]] = value
+    return change
+
+
+def drop(*keys):
+    def change(payload):
+        target = payload
+        for key in keys[:-1]:
+            target = target[key]
+        del target[keys[-1]]
+    return change
+
+
+OTHER_CODEC = fitted_codec(EVENTS, n_time_bins=12, time_strategy="log")  # sizes (89, 128, 13)
+OTHER_SIZES = list(OTHER_CODEC.sizes)
+
+TAMPERED = {
+    # the codec no longer matches the model (the exploit that once overran generation's buffers)
+    "codec sizes": (set_in("codec", OTHER_CODEC.to_dict()),
+                    r"model_config.sizes \(89, 17, 7\) disagree with the codec's sizes "
+                    r"\(89, 128, 13\)"),
+    "codec and config sizes": (
+        lambda p: (p["codec"].update(OTHER_CODEC.to_dict()),
+                   p["model_config"].update(sizes=OTHER_SIZES)),
+        r"model_state.embeddings.1.weight has shape \(17, 4\), but the codec's sizes "
+        r"\(89, 128, 13\) call for \(128, 4\)"),
+    "hidden size": (set_in("model_config", "hidden_size", 17),
+                    r"model_state.lstm.weight_ih_l0 has shape \(64, 12\), but "
+                    r"model_config.hidden_size 17 call for \(68, 12\)"),
+    "embedding size": (set_in("model_config", "embedding_dim", 5),
+                       r"embeddings.0.weight has shape \(89, 4\), but "
+                       r"model_config.embedding_dim 5 call for \(89, 5\)"),
+    "input mode": (set_in("model_config", "input_mode", "one_hot"),
+                   r"lstm.weight_ih_l0 has shape \(64, 12\), but the codec's sizes .* "
+                   r"call for \(64, 113\)"),
+    "one layer fewer": (set_in("model_config", "num_layers", 1),
+                        r"model_state.lstm.weight_ih_l1 is not a weight of this model"),
+    "one layer more": (set_in("model_config", "num_layers", 3),
+                       r"model_state.lstm.weight_ih_l2 is missing"),
+    # config fields: types and bounds
+    "hidden as text": (set_in("model_config", "hidden_size", "16"),
+                       r"model_config.hidden_size must be an integer in 1..4096, not '16'"),
+    "hidden as float": (set_in("model_config", "hidden_size", 16.0), r"model_config.hidden_size"),
+    "no layers": (set_in("model_config", "num_layers", 0), r"model_config.num_layers .* 1..8"),
+    "many layers": (set_in("model_config", "num_layers", 50), r"model_config.num_layers"),
+    "dropout 1": (set_in("model_config", "dropout", 1.0), r"model_config.dropout .* \[0, 1\)"),
+    "dropout NaN": (set_in("model_config", "dropout", float("nan")), r"model_config.dropout"),
+    "unknown mode": (set_in("model_config", "input_mode", "conv"), r"model_config.input_mode"),
+    "two sizes": (set_in("model_config", "sizes", [89, 17]), r"model_config.sizes must be three"),
+    "sizes as text": (set_in("model_config", "sizes", "89,17,7"), r"model_config.sizes"),
+    "huge sizes": (set_in("model_config", "sizes", [89, 17, 10**9]), r"model_config.sizes"),
+    "extra config field": (set_in("model_config", "activation", "relu"),
+                           r"model_config.'activation' is not a config field"),
+    "no sizes": (drop("model_config", "sizes"), r"model_config.sizes is missing"),
+    # the weights themselves
+    "missing weight": (drop("model_state", "head.bias"), r"model_state.head.bias is missing"),
+    "extra weight": (set_in("model_state", "head.scale", torch.ones(3)),
+                     r"model_state.head.scale is not a weight of this model"),
+    "integer weight": (lambda p: p["model_state"].update(
+        {"head.bias": p["model_state"]["head.bias"].long()}),
+        r"model_state.head.bias must be a dense float tensor, not torch.int64"),
+    "weight as list": (lambda p: p["model_state"].update(
+        {"head.bias": p["model_state"]["head.bias"].tolist()}),
+        r"model_state.head.bias must be a tensor, not list"),
+    "NaN weight": (lambda p: p["model_state"]["head.weight"].__setitem__((0, 0), float("nan")),
+                   r"model_state.head.weight holds NaN or infinite values"),
+    # the codec inside
+    "negative edges": (lambda p: p["codec"].update(
+        time_edges_s=[-e for e in p["codec"]["time_edges_s"]]),
+        r"codec: time_edges_s\[0\] must be a finite number >= 0"),
+    "huge n_time_bins": (set_in("codec", "n_time_bins", 1e7), r"codec: n_time_bins"),
+    "unfitted codec": (lambda p: p["codec"].update(time_edges_s=[], time_centers_s=[]),
+                       r"codec: time_edges_s is empty"),
+    # the payload
+    "format as bool": (set_in("format_version", True), r"format_version is True: unknown"),
+    "no codec": (drop("codec"), r"codec must be a dict, not NoneType"),
+    "foreign entry": (set_in("script", "import os"), r"'script' is not a checkpoint entry"),
+    "history as text": (set_in("history", "none"), r"history has the wrong type \(str\)"),
+    "best epoch as text": (set_in("best_epoch", "3"), r"best_epoch has the wrong type"),
+}
+
+
+@pytest.mark.parametrize("name", TAMPERED)
+def test_a_tampered_checkpoint_names_the_file_and_the_field(saved, tmp_path, name):
+    change, match = TAMPERED[name]
+    refused(tamper(saved[1], tmp_path / "model.pt", change), match)
+
+
+@pytest.mark.parametrize("hidden, match", [(20000, "hidden_size must be an integer in 1..4096"),
+                                           (4000, "has shape .* model_config.hidden_size 4000")])
+def test_a_huge_hidden_size_is_refused_at_once_without_allocating(saved, tmp_path, hidden, match):
+    """The file holds a small model but claims a huge hidden size: building that model first
+    (as loading once did) allocates gigabytes (20000: out of bounds; 4000: within bounds, but
+    not the weights' shapes). Measured in a fresh process: time, and growth of peak memory."""
+    path = tamper(saved[1], tmp_path / "model.pt", set_in("model_config", "hidden_size", hidden))
+    script = f"""
+import json, resource, time
+from midilstm.checkpoint import load_checkpoint
+from midilstm.errors import CheckpointError
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+try:
+    load_checkpoint({path!r})
+    message = None
+except CheckpointError as err:
+    message = str(err)
+seconds = time.perf_counter() - start
+grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(json.dumps([message, seconds, grown_kb]))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    message, seconds, grown_kb = json.loads(done.stdout.strip().splitlines()[-1])
+    assert message and re.search(match, message), message
+    assert seconds < 1.0, seconds
+    assert grown_kb < 50_000, f"peak memory grew by {grown_kb} kB"
+
+
+def test_truncated_files_are_refused(saved, tmp_path):
+    data = saved[1].read_bytes()
+    cut = tmp_path / "model.pt"
+    for length in (0, 1, 4, 100, len(data) // 3, len(data) // 2, len(data) - 100, len(data) - 1):
+        cut.write_bytes(data[:length])
+        refused(cut, r"is not a checkpoint: not a complete zip archive")
+
+
+def test_files_that_are_not_checkpoints(saved, tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_bytes(midi_bytes(EVENTS[:10]))
+    refused(path, r"not a complete zip archive")
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes.txt", "hello")
+    refused(path, r"a zip archive without torch's data.pkl")
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02garbage")
+    refused(path, r"is not a readable checkpoint \(")
+    with zipfile.ZipFile(saved[1]) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name in source.namelist():
+            z.writestr(name, source.read(name))
+    refused(path, r"never compresses")
+    torch.save([1, 2, 3], path)
+    refused(path, r"holds a list, not a checkpoint dict")
+    torch.save({"format_version": FORMAT_VERSION}, path, _use_new_zipfile_serialization=False)
+    refused(path, r"not a complete zip archive")
+    refused(tmp_path / "missing.pt", r"cannot read it \(No such file")
+    refused(tmp_path, r"cannot read it")
+
+
+def test_code_in_a_checkpoint_is_refused_not_run(saved, tmp_path):
+    """A pickle that would call a function is stopped by ``weights_only``, as one line."""
+    class Boom:
+        def __reduce__(self):
+            return (print, ("ran code from a checkpoint",))
+
+    path = tmp_path / "model.pt"
+    payload = torch.load(saved[1], weights_only=True)
+    payload["params"] = {"x": Boom()}
+    torch.save(payload, path)
+    refused(path, r"is not a readable checkpoint \(UnpicklingError")
+
+
+def test_loaded_tensors_do_not_depend_on_the_file(tmp_path):
+    """Tensors are memory-mapped while checking; the optimizer state is then copied, so
+    overwriting the file in place (no atomic rename) cannot crash a reader (SIGBUS)."""
+    path = tmp_path / "model.pt"
+    Checkpoint(model=tiny_model(CODEC), codec=CODEC,
+               optimizer_state={"state": {0: {"exp_avg": torch.ones(300_000)}},
+                                "param_groups": [{"betas": (0.9, 0.99)}]}).save(path)
+    script = f"""
+from pathlib import Path
+from midilstm.checkpoint import load_checkpoint
+loaded = load_checkpoint({str(path)!r})
+Path({str(path)!r}).write_bytes(b"")  # truncate in place: a mapped page now has no file behind it
+print(float(loaded.optimizer_state["state"][0]["exp_avg"].sum()),
+      loaded.optimizer_state["param_groups"][0]["betas"])
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, f"rc {done.returncode}: {done.stderr[-2000:]}"
+    assert done.stdout.split() == ["300000.0", "(0.9,", "0.99)"]

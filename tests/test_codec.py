@@ -1,11 +1,15 @@
 """The event codec: classes, the zero-time class, the three time-bin strategies, velocity bins,
-saving, timing errors, and the lesson's uniform-bin collapse."""
+saving, timing errors, the lesson's uniform-bin collapse, and validation of tampered codecs."""
 import json
+import re
+import time
+import tracemalloc
 
 import numpy as np
 import pytest
 
 from midilstm.codec import EventCodec
+from midilstm.errors import CodecError
 from midilstm.events import make_events
 
 # C2 for a quarter at 60 bpm (1 s), then a chord; deltas 0, 0.25, 1.0 (and two zeros).
@@ -211,3 +215,109 @@ def test_fitting_or_measuring_nothing_is_a_clear_error():
     codec = EventCodec(n_time_bins=2).fit(make_events([(60, 90, 0.0), (60, 0, 0.5), (62, 90, 1.0)]))
     with pytest.raises(ValueError, match="at least one event"):
         codec.timing_error_ms(make_events([]))
+
+
+# --- validation: a codec file decides array sizes and indices, so nothing in it is trusted ------
+FITTED = EventCodec(time_strategy="log", n_time_bins=2).fit(EVENTS)  # edges 0.25, 0.5, 1.0
+
+
+def tampered(**changes) -> dict:
+    return {**FITTED.to_dict(), **changes}
+
+
+@pytest.mark.parametrize("changes, field, reason", [
+    (dict(time_edges_s=[-0.25, 0.5, 1.0]), r"time_edges_s\[0\]", "finite number >= 0"),
+    (dict(time_edges_s=[0.25, 1.0, 0.5]), "time_edges_s", "strictly increasing"),
+    (dict(time_edges_s=[0.25, 0.25, 1.0]), "time_edges_s", "strictly increasing"),
+    (dict(time_edges_s=[0.25, float("nan"), 1.0]), r"time_edges_s\[1\]", "finite number"),
+    (dict(time_edges_s=[0.25, 0.5, float("inf")]), r"time_edges_s\[2\]", "finite number"),
+    (dict(time_edges_s=[0.25, "0.5", 1.0]), r"time_edges_s\[1\]", "finite number"),
+    (dict(time_edges_s=[0.25, 0.5, 1.0, 2.0]), "time_edges_s",
+     "has 4 values, but n_time_bins 2 needs 3"),
+    (dict(time_edges_s="0.25 0.5 1.0"), "time_edges_s", "must be a list"),
+    (dict(time_centers_s=[0.25]), "time_centers_s", "has 1 values, but 3 time_edges_s need 2"),
+    (dict(time_centers_s=[0.25, 7.0]), r"time_centers_s\[1\]", "outside its bin"),
+    (dict(time_centers_s=[0.25, -1.0]), r"time_centers_s\[1\]", "finite number >= 0"),
+    (dict(time_edges_s=[], time_centers_s=[0.25, 1.0]), "time_centers_s", "has 2 values"),
+    (dict(n_time_bins=10_000_000.0), "n_time_bins", "integer in 1..1024"),
+    (dict(n_time_bins=10_000_000), "n_time_bins", "integer in 1..1024"),
+    (dict(n_time_bins=0), "n_time_bins", "integer in 1..1024"),
+    (dict(n_time_bins="2"), "n_time_bins", "integer"),
+    (dict(n_time_bins=True), "n_time_bins", "integer"),
+    (dict(velocity_bins=0), "velocity_bins", "1..127"),
+    (dict(velocity_bins=128), "velocity_bins", "1..127"),
+    (dict(velocity_bins=16.5), "velocity_bins", "1..127"),
+    (dict(time_strategy="linear"), "time_strategy", "uniform, log, quantile"),
+    (dict(time_strategy=["log"]), "time_strategy", "one of"),
+    (dict(same_time_s=-0.001), "same_time_s", ">= 0"),
+    (dict(same_time_s=float("nan")), "same_time_s", "finite"),
+    (dict(pitch_low=-1), "pitch_low", "0..127"),
+    (dict(pitch_high=200), "pitch_high", "127"),
+    (dict(pitch_low=60, pitch_high=59), "pitch_high", "pitch_low"),
+    (dict(bins_per_beat=4), "'bins_per_beat'", "not a codec field"),
+])
+def test_a_tampered_codec_names_the_file_and_the_field(tmp_path, changes, field, reason):
+    path = tmp_path / "codec.json"
+    # allow_nan: JSON files may hold NaN and Infinity (Python's json reads them)
+    path.write_text(json.dumps(tampered(**changes), allow_nan=True))
+    for where, load in ((str(path), lambda: EventCodec.load(path)),
+                        ("codec", lambda: EventCodec.from_dict(tampered(**changes)))):
+        with pytest.raises(CodecError, match=rf"^{re.escape(where)}: {field} .*{reason}") as err:
+            load()
+        assert "\n" not in str(err.value)
+
+
+def test_the_constructor_checks_as_loading_does():
+    with pytest.raises(CodecError, match="^codec: n_time_bins must be an integer in 1..1024"):
+        EventCodec(n_time_bins=5000)
+    with pytest.raises(CodecError, match="^codec: time_strategy"):
+        EventCodec(time_strategy="linear")
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("", "not valid JSON"), ('{"n_time_bins": 2, "time_edges_s": [0.25, ', "not valid JSON"),
+    ("[1, 2, 3]", "must be a mapping of codec fields, not list"), ("\xff\xfe", "not valid JSON"),
+    ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
+])
+def test_a_file_that_is_not_a_codec(tmp_path, text, reason):
+    path = tmp_path / "codec.json"
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(CodecError, match=rf"^{re.escape(str(path))}: .*{reason}") as err:
+        EventCodec.load(path)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_and_oversized_files(tmp_path):
+    with pytest.raises(CodecError, match=r"codec.json: cannot read it \(No such file"):
+        EventCodec.load(tmp_path / "codec.json")
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps(tampered(time_edges_s=[0.25] * 300_000)))
+    with pytest.raises(CodecError, match="big.json: is over 1048576 bytes"):
+        EventCodec.load(big)
+
+
+def test_a_huge_n_time_bins_fails_at_once_without_allocating(tmp_path):
+    path = tmp_path / "codec.json"
+    path.write_text(json.dumps(tampered(n_time_bins=1e7)))
+    tracemalloc.start()
+    start = time.perf_counter()
+    with pytest.raises(CodecError, match="n_time_bins"):
+        EventCodec.load(path)
+    seconds = time.perf_counter() - start
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # the only sizeable buffer is the bounded read of the file (1 MB); sizes were never used
+    assert seconds < 1.0 and peak < 5_000_000, (seconds, peak)
+
+
+def test_every_fitted_codec_passes_its_own_checks():
+    """The checks refuse nothing that ``fit`` makes (rounding of the bin means included)."""
+    rng = np.random.default_rng(2)
+    for trial in range(60):
+        deltas = [rng.exponential(0.3, 50), rng.choice([0.0, 0.125, 1 / 3, 0.1 + 0.2], 50),
+                  np.round(rng.uniform(0, 2, 50), 2)][trial % 3]
+        for strategy in ("uniform", "log", "quantile"):
+            for bins in (1, 7, 64, 1024):
+                codec = EventCodec(time_strategy=strategy, n_time_bins=bins).fit(
+                    deltas_events(np.maximum(deltas, 0.001 * (trial % 2))))
+                assert EventCodec.from_dict(json.loads(json.dumps(codec.to_dict()))) == codec
