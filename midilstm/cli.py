@@ -3,15 +3,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .errors import MidiInputError
 from .runs import add_run_commands  # papermill itself is imported only when a run starts
 
+DESCRIPTION = "Read MIDI files, train an LSTM on them and let it improvise (midilstm)."
+EPILOG = """\
+examples:
+  python -m midilstm inspect song.mid
+  python -m midilstm run --out runs/mine -p piece song.mid -p epochs 50
+  python -m midilstm sweep --out runs/sweep1 -p temperature 0.8 1.0
+
+'python -m midilstm COMMAND --help' gives each command's options and the parameter list.
+"""
+BATCH_COMMANDS = ("corpus", "train", "generate")  # without notebooks: midilstm.batch
+STUDENT_COMMANDS = "{inspect,run,sweep,corpus,train,generate}"  # refresh-notebooks is the maintainer's
+
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m midilstm", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="python -m midilstm", description=DESCRIPTION,
+                                     epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar=STUDENT_COMMANDS)
 
     inspect = commands.add_parser("inspect", help="report what MIDI files contain and what is read")
     inspect.add_argument("files", nargs="+", help="MIDI files, folders or glob patterns")
@@ -24,8 +39,21 @@ def main(argv=None) -> int:
     inspect.set_defaults(handler=_inspect)
 
     add_run_commands(commands)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in BATCH_COMMANDS + ("-h", "--help"):
+        from .batch import add_batch_commands  # imports torch (a second): only when needed
+
+        add_batch_commands(commands)
     args = parser.parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except BrokenPipeError:  # `... | head` closed the pipe: stop quietly, as a shell tool does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the exit-time flush does not fail again
+        return 141
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 def _inspect(args) -> int:

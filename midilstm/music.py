@@ -7,14 +7,29 @@ from pathlib import Path
 
 from .errors import MidiInputError
 
-MUSIC_DIR = Path(__file__).resolve().parent.parent / "music"
+
+
+def data_dir(name: str, marker: str) -> Path:
+    """A folder of data shipped with midilstm: ``midilstm/_<name>`` in an installed wheel (see
+    pyproject.toml), else ``<name>/`` beside the package in a checkout. ``marker`` is a file the
+    folder must hold; without one, the path it should be at (errors then name it)."""
+    package = Path(__file__).resolve().parent
+    candidates = (package / f"_{name}", package.parent / name)
+    return next((c for c in candidates if (c / marker).is_file()), candidates[-1])
+
+
+MUSIC_DIR = data_dir("music", "SHA256SUMS")
 DEFAULT_PIECE = "weber_clarinet_concertino_allegro.mid"
 CORPUS = "josquin"  # the multi-piece set, a folder of music/
 
 
 def expected_hashes(music_dir: Path = MUSIC_DIR) -> dict[str, str]:
     """``{relative path: sha256}`` from the SHA256SUMS file."""
-    lines = (music_dir / "SHA256SUMS").read_text().splitlines()
+    sums = music_dir / "SHA256SUMS"
+    if not sums.is_file():
+        raise MidiInputError(sums, "the bundled music is missing: reinstall midilstm, or run "
+                                   "from a checkout that has music/")
+    lines = sums.read_text().splitlines()
     return {name.strip().lstrip("*"): digest for digest, name in
             (line.split(maxsplit=1) for line in lines if line.strip())}
 
@@ -55,11 +70,18 @@ def resolve(piece: str) -> list[Path]:
     from .parse import expand_sources
 
     if piece == "default":
-        paths = [default_piece()]
+        paths = [_short(p) for p in bundled(DEFAULT_PIECE)]
     elif is_bundled(piece):
-        paths = bundled(piece)
+        paths = [_short(p) for p in bundled(piece)]
     else:
-        paths = expand_sources(piece)
+        paths = [Path(p) for p in expand_sources(piece)]  # as the user typed them
     if not paths:
         raise FileNotFoundError(f"no MIDI files found for piece={piece!r}")
-    return [Path(os.path.relpath(p)) for p in paths]  # short, machine-independent names
+    return paths
+
+
+def _short(path: Path) -> Path:
+    """A bundled file relative to the current folder when that is in the checkout holding it
+    (``music/x.mid``, ``../music/x.mid`` from notebooks/); else its full path (installed)."""
+    home, here = MUSIC_DIR.parent, Path.cwd().resolve()
+    return Path(os.path.relpath(path)) if here == home or home in here.parents else path

@@ -89,3 +89,27 @@ def test_inspect_summary_text(two_files, capsys):
 def test_inspect_nothing_found(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "*.mid")]) == 2
     assert "no MIDI files found" in capsys.readouterr().err
+
+
+def test_help_has_examples_no_markup_and_no_maintainer_commands(capsys):
+    for args in (["--help"], ["run", "--help"], ["sweep", "--help"]):
+        with pytest.raises(SystemExit) as done:
+            main(args)
+        assert done.value.code == 0
+        text = capsys.readouterr().out
+        assert "examples:" in text and "python -m midilstm " in text
+        assert "``" not in text and ":func:" not in text and "refresh-notebooks" not in text
+    main_help = run_cli("--help").stdout
+    assert "{inspect,run,sweep,corpus,train,generate}" in main_help
+    run_help = run_cli("run", "--help").stdout
+    assert "--force" in run_help and "--resume" in run_help
+    assert "epochs" in run_help and "an integer >= 1" in run_help and "top_p" in run_help
+
+
+def test_inspect_into_a_closed_pipe_ends_quietly(tmp_path, two_files):
+    a, _ = two_files
+    command = f"{sys.executable} -m midilstm inspect {' '.join([str(a)] * 400)} | head -1"
+    result = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.startswith(str(a)) and result.stdout.count("\n") == 1
+    assert result.stderr == ""

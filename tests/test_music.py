@@ -66,3 +66,21 @@ def test_missing_file_is_refused(music_copy):
 def test_expected_hashes_accepts_sha256sum_binary_marker(tmp_path):
     (tmp_path / "SHA256SUMS").write_text("ab" * 32 + " *x.mid\n\n" + "cd" * 32 + "  d/y.mid\n")
     assert expected_hashes(Path(tmp_path)) == {"x.mid": "ab" * 32, "d/y.mid": "cd" * 32}
+
+
+def test_bundled_names_are_short_in_the_checkout_and_whole_elsewhere(tmp_path, monkeypatch):
+    from midilstm.music import resolve
+
+    monkeypatch.chdir(MUSIC_DIR.parent)
+    assert resolve("default") == [Path("music") / DEFAULT_PIECE]
+    monkeypatch.chdir(MUSIC_DIR.parent / "notebooks")
+    assert resolve("default") == [Path("..") / "music" / DEFAULT_PIECE]
+    monkeypatch.chdir(tmp_path)
+    assert resolve("default") == [MUSIC_DIR / DEFAULT_PIECE]  # never ../../.. climbing out
+
+
+def test_a_missing_music_folder_says_so_in_one_line(tmp_path):
+    with pytest.raises(MidiInputError) as err:
+        expected_hashes(tmp_path)
+    assert str(err.value) == f"{tmp_path / 'SHA256SUMS'}: the bundled music is missing: " \
+                             "reinstall midilstm, or run from a checkout that has music/"
