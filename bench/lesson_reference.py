@@ -1,6 +1,10 @@
 """A faithful port of the lesson's method, used only as the benchmark's baseline.
 
-The algorithm is the lesson's (see /work/shared/lesson/NOTES.md), with only its crashes fixed:
+"The lesson" is the tutorial this course grew from: a PyTorch LSTM that reads one MIDI piece,
+turns each note event into three one-hot vectors (pitch, velocity, a coarse time class), learns
+to predict the next event from a sliding window of the previous 30, and improvises by sampling
+one event at a time, re-running the whole window for each new event (``docs/lesson.md`` tells
+it in full). Its algorithm is reproduced here with only its crashes fixed:
 
 * every event becomes one dense float64 one-hot "slot" of ``sum(codec.sizes)`` numbers
   (89 pitches + 128 velocities + (n_time_bins + 1) time classes);

@@ -146,7 +146,7 @@ def bench_reference_training(events, train_events, codec, epochs: int) -> dict:
 
 def bench_midilstm_training(train_events, val_events, codec, target_nll: float,
                             settings: dict = MIDILSTM_CONFIG) -> dict:
-    config = TrainConfig(epochs=MIDILSTM_MAX_EPOCHS, **settings)
+    config = TrainConfig(epochs=MIDILSTM_MAX_EPOCHS, threads=torch.get_num_threads(), **settings)
     history, state = [], {"hit": None}
     t0, c0 = time.perf_counter(), time.process_time()
     last = [t0]
@@ -232,7 +232,8 @@ def child_memory(which: str, n_events: int, batches: int) -> dict:
                            max_batches=batches)
         steps = result["steps"]
     else:
-        config = TrainConfig(epochs=1, **{**MIDILSTM_CONFIG, "patience": 1})
+        config = TrainConfig(epochs=1, threads=torch.get_num_threads(),
+                             **{**MIDILSTM_CONFIG, "patience": 1})
         train(codec, [codec.encode(train_events)], [codec.encode(val_events)], config,
               ModelConfig(sizes=codec.sizes), progress=False)
         steps = -(-(len(train_events) - 1) // config.seq_len // config.batch_size)

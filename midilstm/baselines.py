@@ -35,7 +35,9 @@ class Baseline:
     log_tables: list
 
     def evaluate(self, val_codes: list) -> dict:
-        """Mean NLL (nats per event) and accuracy per head, plus ``nll`` = their sum."""
+        """Mean NLL (nats per event) and accuracy per head, plus ``nll`` = their sum and
+        ``n_targets``. Without targets (every piece under 2 events) the NLLs and accuracies are
+        NaN and ``n_targets`` is 0."""
         prev, target = _pairs(val_codes, [t.shape[1] for t in self.log_tables])
         out = {}
         for i, head in enumerate(HEADS):

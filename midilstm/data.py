@@ -5,33 +5,84 @@ window shares 29 events with training windows, so its loss says little. Here val
 held-out *contiguous* part: the end of the piece, or whole pieces when there are several.
 Training cuts each piece into contiguous sequences (never across pieces) and learns from
 every step of each one.
+
+How little music is enough: a piece needs **2 events** (one note: its on and its off) to train
+on, since each event is predicted from the one before it. To also hold out a validation part,
+one piece needs ``min_events_for_validation(val_fraction)`` events (16 for the default 0.1: two
+events on each side at least); several pieces always split (whole pieces on each side). Below
+that, ``split_pieces`` returns an empty validation list, ``validation_note`` says why in one
+line, and ``midilstm.train.train`` trains without early stopping.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .errors import ParameterError
+
+NO_VALIDATION = "none: too little music"  # what a history without validation says
+MIN_SIDE_EVENTS = 2  # each side of a split needs one prediction: an event and the one before it
+
 
 def split_pieces(pieces: list, val_fraction: float = 0.1, seed: int = 0):
     """Split event (or code) arrays into ``(train, val)`` lists without leakage.
 
-    One piece: its last ``val_fraction`` (contiguous) is validation. Several pieces: whole
-    pieces are held out (a seeded choice of about ``val_fraction`` of them, at least one).
+    One piece: its last ``val_fraction`` (contiguous) is validation; a piece shorter than
+    ``min_events_for_validation(val_fraction)`` is all training and validation is ``[]``.
+    Several pieces: whole pieces are held out (a seeded choice of about ``val_fraction`` of
+    them, at least one, never all).
     """
-    if not 0 < val_fraction < 1:
-        raise ValueError("val_fraction must be between 0 and 1")
+    _check_fraction(val_fraction)
     if len(pieces) == 0:
-        raise ValueError("no pieces to split")
+        raise ParameterError("pieces", "no pieces to split")
     if len(pieces) == 1:
         piece = pieces[0]
-        cut = int(round(len(piece) * (1 - val_fraction)))
-        if cut < 2 or len(piece) - cut < 2:
-            raise ValueError(f"a piece of {len(piece)} events is too short to split")
+        if len(piece) < min_events_for_validation(val_fraction):
+            return [piece], []
+        cut = _cut(len(piece), val_fraction)
         return [piece[:cut]], [piece[cut:]]
     n_val = min(len(pieces) - 1, max(1, int(round(len(pieces) * val_fraction))))
     held_out = set(np.random.default_rng(seed).choice(len(pieces), n_val, replace=False).tolist())
     train = [p for i, p in enumerate(pieces) if i not in held_out]
     val = [p for i, p in enumerate(pieces) if i in held_out]
     return train, val
+
+
+def _check_fraction(val_fraction):
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float, np.floating)) \
+            or not 0 < val_fraction < 1:
+        raise ParameterError("val_fraction",
+                             f"must be a number between 0 and 1, not {val_fraction!r}")
+
+
+def _cut(n_events: int, val_fraction: float) -> int:
+    """Where one piece of ``n_events`` is cut: training is ``[:cut]``, validation ``[cut:]``."""
+    return int(round(n_events * (1 - val_fraction)))
+
+
+def min_events_for_validation(val_fraction: float = 0.1) -> int:
+    """The shortest single piece that ``split_pieces`` splits: at least ``MIN_SIDE_EVENTS`` on
+    each side (16 events for ``val_fraction`` 0.1)."""
+    _check_fraction(val_fraction)
+    n = 2 * MIN_SIDE_EVENTS
+    while min(_cut(n, val_fraction), n - _cut(n, val_fraction)) < MIN_SIDE_EVENTS:
+        n += 1  # both sides grow with n, so the first n that works is the minimum
+    return n
+
+
+def count_targets(codes_list: list) -> int:
+    """Next-event predictions in a list of pieces: ``len(piece) - 1`` each, never across pieces."""
+    return sum(max(len(c) - 1, 0) for c in codes_list)
+
+
+def validation_note(pieces: list, val: list, val_fraction: float = 0.1) -> str | None:
+    """One line saying why ``val`` (from ``split_pieces(pieces, val_fraction)``) is empty, or
+    None when there is validation data."""
+    if count_targets(val) > 0:
+        return None
+    total = sum(len(p) for p in pieces)
+    return (f"validation {NO_VALIDATION}: {total} events in {len(pieces)} piece(s); holding some "
+            f"out needs one piece of >= {min_events_for_validation(val_fraction)} events or "
+            f"several pieces. Training runs without early stopping and keeps its last epoch.")
 
 
 def training_sequences(codes_list: list, seq_len: int, rng: np.random.Generator) -> np.ndarray:
@@ -42,7 +93,10 @@ def training_sequences(codes_list: list, seq_len: int, rng: np.random.Generator)
     ``seq[:-1]`` and its targets ``seq[1:]``. Pieces shorter than ``seq_len + 1`` events are
     left out; if even the longest piece is that short, ``seq_len`` shrinks to fit it.
     """
-    seq_len = min(seq_len, max(len(c) for c in codes_list) - 1)
+    longest = max((len(c) for c in codes_list), default=0)
+    if longest < 2:
+        raise ParameterError("train_codes", "no piece has 2 events: nothing to learn from")
+    seq_len = min(seq_len, longest - 1)
     chunks = []
     for codes in codes_list:
         if len(codes) < seq_len + 1:

@@ -1,8 +1,17 @@
 """Write note events as a standard MIDI file: explicit tempo, PPQ, channel and program.
 
-Seconds become ticks through the tempo (``ticks = seconds * ppq * bpm / 60``), rounded from
-absolute times so rounding never drifts. Notes are paired first (FIFO per pitch), so every
-note gets a real note_off and lasts at least one tick; orphan offs are not written.
+Writing is reading backwards, in five small steps a student can follow (``events_to_midi``
+just chains them):
+
+1. ``events_to_notes``: pair each note-on with its note-off (FIFO per pitch), so every note
+   gets a real note_off; orphan offs are not written;
+2. ``tempo_microseconds``: the tempo as the file stores it, whole microseconds per beat;
+3. ``seconds_to_ticks``: ``ticks = seconds * ppq * 1e6 / tempo_us``, rounded from *absolute*
+   times so rounding never drifts;
+4. ``note_switches``: every note's on and off as (tick, on?, pitch, velocity), sorted in time,
+   offs before ons at the same tick (as the reader expects), each note at least one tick long;
+5. ``to_delta_ticks`` and ``note_messages``: the file stores the ticks *since the previous
+   message*; ``header_messages`` (name, tempo, program change) come first, end_of_track last.
 """
 from __future__ import annotations
 
@@ -12,39 +21,78 @@ import mido
 import numpy as np
 
 from .constants import DEFAULT_BPM, DEFAULT_PPQ, DRUM_CHANNEL, MICROSECONDS_PER_MINUTE
+from .errors import ParameterError
 from .events import events_to_notes
 from .files import write_bytes_atomic
+
+SWITCH_DTYPE = np.dtype([("tick", np.int64), ("on", bool), ("pitch", np.int64),
+                         ("velocity", np.int64)])
+
+
+def tempo_microseconds(bpm: float) -> int:
+    """Microseconds per beat, as a ``set_tempo`` message stores it (a whole number)."""
+    return round(MICROSECONDS_PER_MINUTE / bpm)
+
+
+def seconds_to_ticks(seconds, bpm: float = DEFAULT_BPM, ppq: int = DEFAULT_PPQ) -> np.ndarray:
+    """Absolute times in seconds -> absolute ticks at ``bpm`` (as stored) and ``ppq`` ticks per
+    beat: ``seconds * ppq * 1e6 / tempo_us``, rounded to the nearest tick."""
+    ticks_per_s = ppq * 1e6 / tempo_microseconds(bpm)
+    return np.rint(np.asarray(seconds, np.float64) * ticks_per_s).astype(np.int64)
+
+
+def note_switches(notes: np.ndarray, bpm: float = DEFAULT_BPM,
+                  ppq: int = DEFAULT_PPQ) -> np.ndarray:
+    """Each note's on and off (``SWITCH_DTYPE``) in the order they are written: by tick, offs
+    before ons at the same tick, then by pitch. A note lasts at least one tick."""
+    start = seconds_to_ticks(notes["start_s"], bpm, ppq)
+    end = np.maximum(seconds_to_ticks(notes["end_s"], bpm, ppq), start + 1)
+    switches = np.zeros(2 * len(notes), SWITCH_DTYPE)
+    switches["tick"] = np.concatenate([end, start])
+    switches["on"] = np.arange(2 * len(notes)) >= len(notes)
+    switches["pitch"] = np.concatenate([notes["pitch"], notes["pitch"]])
+    switches["velocity"] = np.where(switches["on"], np.tile(notes["velocity"], 2), 0)
+    return switches[np.lexsort((switches["pitch"], switches["on"], switches["tick"]))]
+
+
+def to_delta_ticks(ticks: np.ndarray) -> np.ndarray:
+    """Absolute ticks -> ticks since the previous message (the first since the start)."""
+    return np.diff(np.asarray(ticks, np.int64), prepend=0)
+
+
+def note_messages(switches: np.ndarray, channel: int = 0) -> list:
+    """``note_on``/``note_off`` messages with delta times, from ``note_switches``."""
+    return [mido.Message("note_on" if on else "note_off", channel=channel, note=int(pitch),
+                         velocity=int(velocity), time=int(delta))
+            for on, pitch, velocity, delta in zip(switches["on"], switches["pitch"],
+                                                  switches["velocity"],
+                                                  to_delta_ticks(switches["tick"]))]
+
+
+def header_messages(bpm: float = DEFAULT_BPM, channel: int = 0, program: int = 0,
+                    name: str = "midilstm") -> list:
+    """What comes before the notes, at tick 0: the track name, the tempo and (except on the
+    drum channel, which has no programs) the instrument."""
+    messages = [mido.MetaMessage("track_name", name=name, time=0),
+                mido.MetaMessage("set_tempo", tempo=tempo_microseconds(bpm), time=0)]
+    if channel != DRUM_CHANNEL:
+        messages.append(mido.Message("program_change", channel=channel, program=program, time=0))
+    return messages
 
 
 def events_to_midi(events: np.ndarray, *, bpm: float = DEFAULT_BPM, ppq: int = DEFAULT_PPQ,
                    channel: int = 0, program: int = 0, name: str = "midilstm") -> mido.MidiFile:
     """Build a type 0 ``mido.MidiFile`` from events."""
-    if not 0 <= channel <= 15 or not 0 <= program <= 127:
-        raise ValueError(f"channel must be 0..15 and program 0..127, got {channel}, {program}")
+    for name_, value, low, high in (("channel", channel, 0, 15), ("program", program, 0, 127),
+                                    ("ppq", ppq, 1, 32767)):
+        if not low <= value <= high:
+            raise ParameterError(name_, f"must be {low}..{high}, got {value}")
+    if not bpm > 0:
+        raise ParameterError("bpm", f"must be > 0, got {bpm}")
     notes, _ = events_to_notes(events)
-    tempo_us = round(MICROSECONDS_PER_MINUTE / bpm)  # the file stores whole microseconds
-    ticks_per_s = ppq * 1e6 / tempo_us
-    start = np.rint(notes["start_s"] * ticks_per_s).astype(np.int64)
-    end = np.maximum(np.rint(notes["end_s"] * ticks_per_s).astype(np.int64), start + 1)
-    # Offs (kind 0) before ons (kind 1) at the same tick, as the reader expects.
-    ticks = np.concatenate([end, start])
-    kind = np.concatenate([np.zeros(len(notes), int), np.ones(len(notes), int)])
-    pitch = np.concatenate([notes["pitch"], notes["pitch"]])
-    velocity = np.concatenate([np.zeros(len(notes), int), notes["velocity"]])
-    order = np.lexsort((pitch, kind, ticks))
-
-    track = mido.MidiTrack()
-    track.append(mido.MetaMessage("track_name", name=name, time=0))
-    track.append(mido.MetaMessage("set_tempo", tempo=tempo_us, time=0))
-    if channel != DRUM_CHANNEL:
-        track.append(mido.Message("program_change", channel=channel, program=program, time=0))
-    now = 0
-    for i in order.tolist():
-        msg_type = "note_on" if kind[i] else "note_off"
-        track.append(mido.Message(msg_type, channel=channel, note=int(pitch[i]),
-                                  velocity=int(velocity[i]), time=int(ticks[i] - now)))
-        now = int(ticks[i])
-    track.append(mido.MetaMessage("end_of_track", time=0))
+    track = mido.MidiTrack(header_messages(bpm, channel, program, name)
+                           + note_messages(note_switches(notes, bpm, ppq), channel)
+                           + [mido.MetaMessage("end_of_track", time=0)])
     return mido.MidiFile(type=0, ticks_per_beat=ppq, tracks=[track])
 
 

@@ -13,18 +13,28 @@ variations in one batch, and note hygiene: a note-off is only sampled for a soun
 sounding pitch is ended before it is struck again, and a note held longer than ``max_note_s``
 is ended. Each step samples the velocity head first (note on or off?), then the pitch among the
 pitches that allows, then the time.
+
+``reference_step`` is the same sampling written plainly in numpy, one stream, one head at a
+time: the recipe to read (notebook 04 teaches with it). A test checks that it gives exactly the
+fast path's distributions. ``warm_up()`` compiles the fast path with a visible message.
 """
 from __future__ import annotations
 
+import math
+import numbers
+import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from . import step
 from .codec import HEADS, EventCodec
+from .errors import ParameterError
 from .events import drop_orphan_offs, end_all_notes, make_events
-from .model import NoteLSTM
+from .model import ModelConfig, NoteLSTM
 
 
 BLAS_STREAMS = 8  # from this many variations on, numpy's matrix products beat compiled loops
@@ -41,15 +51,23 @@ class SamplingConfig:
     max_note_s: float = 5.0  # end notes held longer than this (Magenta uses 5 s)
 
     def __post_init__(self):
-        temperatures = [self.temperature_of(h) for h in HEADS]
-        if min(temperatures) < 0:
-            raise ValueError(f"temperatures must be >= 0 (0 = greedy), got {temperatures}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be None or >= 1, got {self.top_k}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be None or in (0, 1], got {self.top_p}")
-        if self.max_note_s <= 0:
-            raise ValueError(f"max_note_s must be > 0, got {self.max_note_s}")
+        for name in ("temperature",) + tuple(f"temperature_{h}" for h in HEADS):
+            value = getattr(self, name)
+            if value is None and name != "temperature":
+                continue
+            if not _is_number(value) or not math.isfinite(value):
+                raise ParameterError(name, f"must be a number > 0, not {value!r}")
+            if value <= 0:
+                raise ParameterError(name, f"must be > 0, got {value}; for always the most "
+                                     "likely class use top_k=1 (temperature 1e-3 is nearly that)")
+        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(
+                self.top_k, numbers.Integral) or self.top_k < 1):
+            raise ParameterError("top_k", "must be None (off) or a whole number >= 1, "
+                                 f"not {self.top_k!r}")
+        if self.top_p is not None and not (_is_number(self.top_p) and 0 < self.top_p <= 1):
+            raise ParameterError("top_p", f"must be None (off) or in (0, 1], not {self.top_p!r}")
+        if not _is_number(self.max_note_s) or not self.max_note_s > 0:
+            raise ParameterError("max_note_s", f"must be a number > 0, not {self.max_note_s!r}")
 
     def temperature_of(self, head: str) -> float:
         value = getattr(self, f"temperature_{head}")
@@ -59,12 +77,95 @@ class SamplingConfig:
         return asdict(self)
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+# --- the sampling recipe, written plainly (the fast path is midilstm.step.sample_step) ----------
+def allowed_velocities(sounding_since: np.ndarray, n_velocities: int) -> np.ndarray:
+    """A note-off (velocity class 0) only while some note sounds."""
+    allowed = np.ones(n_velocities, bool)
+    allowed[0] = (~np.isnan(sounding_since)).any()
+    return allowed
+
+
+def allowed_pitches(sounding_since: np.ndarray, velocity: int) -> np.ndarray:
+    """An off ends a sounding pitch, an on starts a silent one (any pitch if none is silent)."""
+    sounding = ~np.isnan(sounding_since)
+    allowed = sounding if velocity == 0 else ~sounding
+    return allowed if allowed.any() else np.ones_like(allowed)
+
+
+def allowed_times(sounding_since: np.ndarray, now_s: float, velocity: int, pitch: int,
+                  n_times: int) -> np.ndarray:
+    """No note ends in the instant it started: time class 0 ("at once") is not allowed then."""
+    allowed = np.ones(n_times, bool)
+    if velocity == 0 and sounding_since[pitch] == now_s:
+        allowed[0] = False
+    return allowed
+
+
+def reference_distribution(log_probs: np.ndarray, allowed: np.ndarray, temperature: float = 1.0,
+                           top_k: int | None = None, top_p: float | None = None) -> np.ndarray:
+    """One head's sampling distribution: the masked classes get probability 0, then
+    temperature, top-k (ties with the k-th kept), softmax, top-p (the smallest set of the most
+    likely classes holding ``top_p``), renormalised. Takes logits or log-probabilities alike."""
+    scores = np.where(allowed, np.asarray(log_probs, np.float64) / temperature, -np.inf)
+    if top_k and top_k < len(scores):
+        scores[scores < np.sort(scores)[-top_k]] = -np.inf
+    p = np.exp(scores - scores.max())
+    p /= p.sum()
+    if top_p is not None and top_p < 1:
+        order = np.argsort(-p, kind="mergesort")  # most likely first; ties keep class order
+        before = np.concatenate([[0.0], np.cumsum(p[order])[:-1]])  # mass ranked above
+        p[order[before >= top_p]] = 0.0
+        p /= p.sum()
+    return p
+
+
+def reference_draw(p: np.ndarray, u: float) -> int:
+    """Inverse CDF: the first class whose cumulative probability exceeds ``u`` in [0, 1)."""
+    return int(min(np.searchsorted(np.cumsum(p), u * p.sum(), side="right"),
+                   np.flatnonzero(p)[-1]))
+
+
+def reference_step(log_probs: list, sounding_since: np.ndarray, now_s: float,
+                   sampling: "SamplingConfig", uniforms) -> tuple[np.ndarray, dict]:
+    """One event for one stream, the readable way: velocity first (on or off?), then a pitch
+    that choice allows, then the time; a note held longer than ``max_note_s`` overrides the
+    draw. ``log_probs``: the three heads' scores (e.g. ``improviser.log_probs`` row 0);
+    ``sounding_since``: onset of each sounding pitch, NaN if silent; ``now_s``: the stream's
+    clock; ``uniforms``: three numbers in [0, 1) for (pitch, velocity, time).
+    Returns ``(codes (3,), {head: distribution sampled from})``, as ``Improviser.step``."""
+    lp_pitch, lp_velocity, lp_time = log_probs
+
+    def distribution(head, scores, allowed):
+        return reference_distribution(scores, allowed, sampling.temperature_of(head),
+                                      sampling.top_k, sampling.top_p)
+
+    p_velocity = distribution("velocity", lp_velocity,
+                              allowed_velocities(sounding_since, len(lp_velocity)))
+    velocity = reference_draw(p_velocity, uniforms[1])
+    p_pitch = distribution("pitch", lp_pitch, allowed_pitches(sounding_since, velocity))
+    pitch = reference_draw(p_pitch, uniforms[0])
+    p_time = distribution("time", lp_time,
+                          allowed_times(sounding_since, now_s, velocity, pitch, len(lp_time)))
+    time_class = reference_draw(p_time, uniforms[2])
+    held_too_long = np.flatnonzero(now_s - sounding_since > sampling.max_note_s)  # NaN: False
+    if len(held_too_long):  # ended at once, whatever was drawn (the lowest such pitch first)
+        pitch, velocity, time_class = held_too_long[0], 0, 0
+    return (np.array([pitch, velocity, time_class]),
+            {"pitch": p_pitch, "velocity": p_velocity, "time": p_time})
+
+
 class Improviser:
     """Generates ``n_variations`` streams at once from one model and codec.
 
     >>> imp = Improviser(model, codec, SamplingConfig(temperature=0.9), seed=0, n_variations=4)
     >>> imp.prime(primer_events)        # feed the primer, building up the LSTM state
-    >>> codes, probs = imp.step()       # one new event per stream, and what the model considered
+    >>> codes, probs = imp.step()       # one new event per stream, and the distributions sampled
+    >>> imp.considered                  # what the model considered for it: before temperature,
+    ...                                 # top-k/p and the hygiene masks
     """
 
     def __init__(self, model: NoteLSTM, codec: EventCodec, sampling: SamplingConfig = SamplingConfig(),
@@ -87,6 +188,12 @@ class Improviser:
         self.top_p = 1.0 if sampling.top_p is None else float(sampling.top_p)  # 1: off
         self._codes = np.zeros((n_variations, 3), np.int64)
         self._probs = np.zeros((n_variations, sum(codec.sizes)))
+        self.considered = None  # set by step(): the model's own probabilities, before any mask
+        # A model and a codec that disagree are refused here, in one line, not mid-generation.
+        step.check_step_arrays(self.sizes, *self.tables, self.w_ih, self.w_hh, self.bias,
+                               self.head_w, self.head_b, self.h, self.c, self.logits,
+                               self._probs, self.sounding_since, self.time_centers)
+        warm_up()
 
     def _copy_weights(self, model: NoteLSTM):
         """The weights as float32 numpy arrays in PyTorch's (outputs, inputs) layout."""
@@ -135,14 +242,14 @@ class Improviser:
         same step as loops, faster for a few streams)."""
         x = self.tables[0][codes[:, 0]] + self.tables[1][codes[:, 1]] + self.tables[2][codes[:, 2]]
         for layer in range(len(self.w_hh)):
-            gates = x if layer == 0 else x @ self.w_ih[layer - 1].T + self.bias[layer]
-            z = np.tanh(gates + self.h[layer] @ self.w_hh[layer].T)
+            gates = (x if layer == 0
+                     else _times_transposed(x, self.w_ih[layer - 1]) + self.bias[layer])
+            z = np.tanh(gates + _times_transposed(self.h[layer], self.w_hh[layer]))
             i, f, g, o = np.split(z, 4, axis=1)  # PyTorch's gate order; i, f, o = 2*sigmoid - 1
             self.c[layer] = 0.5 * ((f + 1) * self.c[layer] + (i + 1) * g)
             self.h[layer] = 0.5 * (o + 1) * np.tanh(self.c[layer])
             x = self.h[layer]
-        np.matmul(x, self.head_w.T, out=self.logits)
-        self.logits += self.head_b
+        self.logits[:] = _times_transposed(x, self.head_w) + self.head_b
 
     def prime(self, primer_events: np.ndarray):
         """Feed a primer (an event array, or ``(pitch, velocity, delta_s)`` triples) to every
@@ -155,7 +262,8 @@ class Improviser:
     # --- sampling ----------------------------------------------------------------------------
     def step(self):
         """Sample one event per stream, feed it back, and return ``(codes, probs)`` where
-        ``probs`` holds each head's sampling distribution (after temperature, top-k/p, masks).
+        ``probs`` holds each head's sampling distribution (after temperature, top-k/p, masks);
+        ``self.considered`` then holds what the model itself gave (before any of them).
 
         Hygiene, applied as masks: a note-off only while some note sounds, and then only for a
         sounding pitch, and not in the instant that note started; a note-on only for a silent
@@ -163,6 +271,8 @@ class Improviser:
         sampled first, so the model's own balance of starting and ending notes is kept;
         sampling the pitch first turns most intended offs into ons ("sloppy chords").
         """
+        if self.fed:
+            self.considered = dict(zip(HEADS, (np.exp(lp) for lp in self.log_probs)))
         codes = self._advance(self.rng.random((self.n, 3)))
         return codes.copy(), dict(zip(HEADS, np.split(self._probs.copy(), self.splits, axis=1)))
 
@@ -202,6 +312,56 @@ def generate(model: NoteLSTM, codec: EventCodec, primer: np.ndarray, *, n_events
             for i in range(n_variations)]
 
 
+def _times_transposed(a: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``a @ w.T`` on one thread. numpy's OpenBLAS runs one thread per core, and on a busy
+    machine those threads spin-wait for each other: 64 variations generated 7-16x slower under
+    load. torch's matrix product (same memory, no copy) on one torch thread does not."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return (torch.from_numpy(a) @ torch.from_numpy(w).T).numpy()
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _log_softmax(x):
     x = x - x.max(axis=1, keepdims=True)
     return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
+
+
+# --- compiling the fast path ---------------------------------------------------------------------
+_WARM = False
+
+
+def warm_up(verbose: bool = True) -> float:
+    """Compile (or load from numba's cache) the generation loops of ``midilstm.step`` by
+    generating two events with a tiny model, saying so when that may take a while: the first
+    time, numba compiles for about 30 s. Later runs load the machine code from the cache
+    (``cache=True``) in about a second. Called by ``Improviser``; returns the seconds taken."""
+    global _WARM
+    if _WARM:
+        return 0.0
+    _WARM = True  # set first: the tiny generation below builds an Improviser too
+    start = time.perf_counter()
+    if verbose and not _numba_cache_exists():
+        print("compiling the sampler (once, about 30 s; later runs load it from the cache)...",
+              flush=True)
+    from .events import make_events
+    events = make_events([(60, 80, 0.0), (60, 0, 0.5)])
+    codec = EventCodec(n_time_bins=1).fit(events)
+    model = NoteLSTM(ModelConfig(sizes=codec.sizes, hidden_size=2, dropout=0.0)).eval()
+    for streams in (1, BLAS_STREAMS):  # the compiled LSTM step, and numpy's products
+        generate(model, codec, events, n_events=2, n_variations=streams)
+    seconds = time.perf_counter() - start
+    if verbose and seconds > 5:
+        print(f"sampler ready ({seconds:.0f} s)", flush=True)
+    return seconds
+
+
+def _numba_cache_exists() -> bool:
+    """Whether numba's cache holds the sampler (its index file, usually in ``__pycache__``
+    beside ``step.py``). Asks numba where that is; if numba's internals change, says no."""
+    try:
+        return Path(step.sample_step._cache._cache_file._index_path).exists()
+    except AttributeError:
+        return False

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .events import events_to_notes
+from .events import events_to_notes, make_events
 
 MAJOR_SCALE = np.array([0, 2, 4, 5, 7, 9, 11])
 MINOR_SCALE = np.array([0, 2, 3, 5, 7, 8, 10])  # natural minor
@@ -189,9 +189,10 @@ def distances(generated_events, training_events) -> dict:
     """
     gen, train = _pieces(generated_events), _pieces(training_events)
     out = {}
-    for name, counts in (("pitch_class", _pitch_class_counts), ("ioi", _ioi_counts)):
-        p = _normalised(sum(counts(piece) for piece in gen))  # pooled over all notes
-        q = _normalised(sum(counts(piece) for piece in train))
+    for name, counts, size in (("pitch_class", _pitch_class_counts, 12),
+                               ("ioi", _ioi_counts, len(IOI_EDGES_S) - 1)):
+        p = _normalised(sum((counts(piece) for piece in gen), np.zeros(size)))  # pooled notes
+        q = _normalised(sum((counts(piece) for piece in train), np.zeros(size)))
         out[f"{name}_tv"], out[f"{name}_js_bits"] = total_variation(p, q), jensen_shannon(p, q)
     gen_means, train_means = mean_summary(gen), mean_summary(train)
     for key in gen_means:
@@ -205,8 +206,8 @@ def _pieces(events) -> list:
 
 
 def mean_summary(pieces: list) -> dict:
-    """``summary`` averaged over pieces (nan-aware)."""
-    rows = [summary(p) for p in pieces]
+    """``summary`` averaged over pieces (nan-aware); no pieces: the summary of no notes."""
+    rows = [summary(p) for p in pieces] or [summary(make_events([]))]
     return {key: _nanmean([row[key] for row in rows]) for key in rows[0]}
 
 

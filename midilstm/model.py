@@ -11,11 +11,14 @@ that explicit with learned, smaller embedding tables.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .errors import ParameterError
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,15 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.input_mode not in ("one_hot", "embedding"):
-            raise ValueError(f"input_mode must be 'one_hot' or 'embedding', not {self.input_mode!r}")
+            raise ParameterError("input_mode",
+                                 f"must be 'one_hot' or 'embedding', not {self.input_mode!r}")
+        for name in ("hidden_size", "num_layers", "embedding_dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ParameterError(name, f"must be a whole number >= 1, not {value!r}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, numbers.Real) \
+                or not 0 <= self.dropout < 1:
+            raise ParameterError("dropout", f"must be a number in [0, 1), not {self.dropout!r}")
         object.__setattr__(self, "sizes", tuple(int(s) for s in self.sizes))
 
     def to_dict(self) -> dict:

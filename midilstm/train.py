@@ -2,16 +2,33 @@
 
 ``train`` learns from all ``seq_len`` steps of every sequence (the lesson learned from the last
 step of each 30-event window only), evaluates the held-out part after each epoch, records
-per-head NLL and accuracy, keeps the best-validation weights, stops early after ``patience``
-epochs without improvement, and writes the best checkpoint atomically each time it improves.
-Ctrl-C stops training and keeps the best checkpoint so far.
+per-head NLL and accuracy, keeps the best-validation weights and stops early after ``patience``
+epochs without improvement. Ctrl-C stops training and keeps the best checkpoint so far.
+
+A checkpoint already at ``checkpoint_path`` is only ever replaced by a trained one: the best
+weights so far go to a partial file beside it (``partial_path``), which is moved over
+``checkpoint_path`` when training ends. A run killed mid-training leaves the old file whole;
+the next run removes the stale partial file. Bad configurations raise ``ParameterError``
+before anything is touched.
+
+With too little music to hold some out (``val_codes`` without any next-event target), training
+runs the given epochs without early stopping and keeps the last epoch; each history record
+then has ``"val": None`` and ``"validation": "none: too little music"``.
+
+Threads: this model is small. With torch's default (one thread per core) on a busy machine,
+its worker threads spin-wait for each other and an epoch takes many times longer; one thread
+is as fast when idle and does not collapse under load (``bench/threads.py`` measures it), so
+``TrainConfig.threads`` defaults to 1 and the caller's setting is restored afterwards.
 """
 from __future__ import annotations
 
 import copy
 import math
+import numbers
+import os
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,7 +37,8 @@ from tqdm.auto import tqdm
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .codec import HEADS, EventCodec
-from .data import training_sequences, transpose
+from .data import NO_VALIDATION, count_targets, training_sequences, transpose
+from .errors import ParameterError
 from .model import ModelConfig, NoteLSTM
 
 
@@ -36,9 +54,45 @@ class TrainConfig:
     transpose_semitones: int = 5  # random transposition of training sequences only; 0 = off
     seed: int = 0
     device: str = "auto"  # "auto" = CUDA when present, else CPU
+    threads: int | None = 1  # torch CPU threads while training (None: leave torch's setting);
+    #                          1 is as fast for this model size and does not collapse under load
+
+    def __post_init__(self):
+        _check_int("epochs", self.epochs, 1)
+        _check_int("seq_len", self.seq_len, 1)
+        _check_int("batch_size", self.batch_size, 1)
+        _check_int("patience", self.patience, 1)
+        _check_int("transpose_semitones", self.transpose_semitones, 0)
+        _check_int("seed", self.seed, 0)
+        _check_positive("lr", self.lr)
+        _check_positive("grad_clip", self.grad_clip)
+        if self.threads is not None:
+            _check_int("threads", self.threads, 1)
+        if not isinstance(self.device, str) or not self.device:
+            raise ParameterError("device", f"must be 'auto', 'cpu' or 'cuda', not {self.device!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _check_int(name: str, value, minimum: int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ParameterError(name, f"must be a whole number >= {minimum}, not {value!r}")
+    if value < minimum:
+        raise ParameterError(name, f"must be >= {minimum}, got {value}")
+
+
+def _check_positive(name: str, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ParameterError(name, f"must be a finite number > 0, not {value!r}")
+    if value <= 0:
+        raise ParameterError(name, f"must be > 0, got {value}")
+
+
+def partial_path(checkpoint_path) -> Path:
+    """Where ``train`` keeps the best checkpoint so far until training ends."""
+    path = Path(checkpoint_path)
+    return path.with_name(f".{path.name}.partial")
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -81,7 +135,8 @@ def evaluate(model: NoteLSTM, codes_list: list, device=None, chunk: int = 2048) 
                               (lp[0].argmax(-1) == target).sum().item(), target.numel())
     model.train(was_training)
     if totals[0, 2] == 0:
-        raise ValueError("no validation targets: every validation piece has fewer than 2 events")
+        raise ParameterError("codes_list", "nothing to evaluate: no piece has 2 events (a "
+                             "prediction needs an event before it); check data.count_targets first")
     return _metrics(totals)
 
 
@@ -98,13 +153,51 @@ def _metrics(totals) -> dict:
 def train(codec: EventCodec, train_codes: list, val_codes: list, config: TrainConfig = TrainConfig(),
           model_config: ModelConfig | None = None, *, checkpoint_path=None, resume_from=None,
           params: dict | None = None, data_hashes=(), progress: bool = True,
-          on_epoch=None) -> Checkpoint:
+          on_epoch=None, log_every: int = 0) -> Checkpoint:
     """Train and return the best-validation checkpoint (also written to ``checkpoint_path``).
 
-    ``train_codes``/``val_codes`` are lists of (n, 3) code arrays, one per piece.
+    ``train_codes``/``val_codes`` are lists of (n, 3) code arrays, one per piece; ``val_codes``
+    may be empty (too little music): then the last epoch is kept, without early stopping.
     ``resume_from`` continues from a checkpoint file (weights, optimizer, history).
     ``on_epoch(record)`` is called after every epoch (for live plots or logging).
+    ``log_every=N`` prints one line every N epochs (epoch, losses, events/s) to stdout, for
+    runs where the progress bar is not seen (papermill).
     """
+    _check_int("log_every", log_every, 0)
+    if count_targets(train_codes) == 0:
+        raise ParameterError("train_codes", "nothing to learn from: no training piece has 2 "
+                             "events (a piece with one note has 2: its on and its off)")
+    if resume_from is None:
+        model_config = model_config or ModelConfig(sizes=codec.sizes)
+        if tuple(model_config.sizes) != tuple(codec.sizes):
+            raise ParameterError("model_config", f"model sizes {model_config.sizes} do not "
+                                 f"match the codec's {codec.sizes}")
+    validating = count_targets(val_codes) > 0
+    partial = partial_path(checkpoint_path) if checkpoint_path else None
+    if partial is not None:
+        partial.unlink(missing_ok=True)  # left by a run that was killed
+    if not validating:
+        print(f"no validation data ({NO_VALIDATION}): training {config.epochs} epochs without "
+              "early stopping and keeping the last one")
+    threads_before = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        best, trained = _fit(codec, train_codes, val_codes, config, model_config, validating,
+                             partial, resume_from, params, data_hashes, progress, on_epoch,
+                             log_every)
+    finally:
+        torch.set_num_threads(threads_before)
+    if partial is not None and trained:
+        best.save(partial)  # the final history, even when the best epoch was early
+        os.replace(partial, checkpoint_path)
+    best.model.eval()
+    return best
+
+
+def _fit(codec, train_codes, val_codes, config, model_config, validating, partial, resume_from,
+         params, data_hashes, progress, on_epoch, log_every):
+    """The epochs; returns ``(best checkpoint, whether it holds trained weights)``."""
     device = pick_device(config.device)
     rng = np.random.default_rng(config.seed)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -112,13 +205,12 @@ def train(codec: EventCodec, train_codes: list, val_codes: list, config: TrainCo
         if resume_from is not None:
             best = load_checkpoint(resume_from)
             model = copy.deepcopy(best.model).to(device)  # training must not change ``best``
-            model_config = model.config
+            if tuple(model.config.sizes) != tuple(codec.sizes):
+                raise ParameterError("resume_from", f"model sizes {model.config.sizes} do not "
+                                     f"match the codec's {codec.sizes}")
         else:
-            model_config = model_config or ModelConfig(sizes=codec.sizes)
             model = NoteLSTM(model_config).to(device)
             best = None
-        if tuple(model_config.sizes) != tuple(codec.sizes):
-            raise ValueError(f"model sizes {model_config.sizes} do not match codec {codec.sizes}")
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         history = []
         if best is not None:
@@ -128,40 +220,62 @@ def train(codec: EventCodec, train_codes: list, val_codes: list, config: TrainCo
                 for group in optimizer.param_groups:  # the saved state carries the old lr
                     group["lr"] = config.lr
             rng = np.random.default_rng([config.seed, len(history)])  # fresh stream per resume
-        best_nll = min((h["val"]["nll"] for h in history), default=math.inf)
+        best_nll = min((h["val"]["nll"] for h in history if h.get("val")), default=math.inf)
         best = best or _snapshot(model, codec, config, history, -1, params, data_hashes, optimizer)
-        stale = 0
+        stale, completed = 0, 0
         bar = tqdm(range(len(history), config.epochs), desc="training", unit="epoch",
                    disable=not progress, initial=len(history), total=config.epochs)
         try:
             for epoch in bar:
                 record = _train_epoch(model, optimizer, train_codes, config, codec, rng, device,
                                       epoch)
-                record["val"] = evaluate(model, val_codes, device)
+                if validating:
+                    record["val"] = evaluate(model, val_codes, device)
+                else:
+                    record["val"], record["validation"] = None, NO_VALIDATION
                 history.append(record)
-                if record["val"]["nll"] < best_nll:
-                    best_nll, stale = record["val"]["nll"], 0
+                completed += 1
+                # Without validation the latest epoch is the best we know of.
+                score = record["val"]["nll"] if validating else -math.inf
+                if score < best_nll or not validating:
+                    best_nll, stale = score, 0
                     best = _snapshot(model, codec, config, history, epoch, params, data_hashes,
                                      optimizer)
-                    if checkpoint_path:
-                        best.save(checkpoint_path)
+                    if partial is not None:
+                        best.save(partial)
                 else:
                     stale += 1
                 best.history = list(history)
-                bar.set_postfix(train=f"{record['train']['nll']:.3f}",
-                                val=f"{record['val']['nll']:.3f}", best=f"{best_nll:.3f}")
+                bar.set_postfix(_summary(record, best_nll, validating))
+                if log_every and (record["epoch"] % log_every == 0 or epoch + 1 == config.epochs):
+                    print(_log_line(record, config.epochs, best.best_epoch), flush=True)
                 if on_epoch:
                     on_epoch(record)
-                if stale >= config.patience:
+                if validating and stale >= config.patience:
                     break
         except KeyboardInterrupt:  # keep what we have: the best checkpoint so far
+            if completed == 0 and best.best_epoch < 1:
+                raise  # nothing trained: nothing to keep, the old checkpoint stays
             print(f"interrupted after {len(history)} epochs; keeping the best (epoch {best.best_epoch})")
         finally:
             bar.close()
-        if checkpoint_path:
-            best.save(checkpoint_path)  # final history, even when the best epoch was early
-    best.model.eval()
-    return best
+    return best, completed > 0 or best.best_epoch >= 1
+
+
+def _summary(record, best_nll, validating) -> dict:
+    out = {"train": f"{record['train']['nll']:.3f}"}
+    if validating:
+        out.update(val=f"{record['val']['nll']:.3f}", best=f"{best_nll:.3f}")
+    return out
+
+
+def _log_line(record, epochs, best_epoch) -> str:
+    """One progress line: ``epoch 5/200  train 4.123  val 4.456  best epoch 3  12,345 events/s``."""
+    val = (f"val {record['val']['nll']:.3f}  best epoch {best_epoch}" if record["val"]
+           else f"val {record['validation']}")
+    rate = record["events"] / record["seconds"] if record["seconds"] > 0 else float("nan")
+    return (f"epoch {record['epoch']}/{epochs}  train {record['train']['nll']:.3f}  {val}  "
+            f"{rate:,.0f} events/s")
 
 
 def _train_epoch(model, optimizer, train_codes, config, codec, rng, device, epoch):
@@ -180,7 +294,8 @@ def _train_epoch(model, optimizer, train_codes, config, codec, rng, device, epoc
         optimizer.step()
         for i, (nll, correct, count) in enumerate(stats):
             totals[i] += (nll.item(), correct.item(), count)
-    return {"epoch": epoch + 1, "seconds": time.perf_counter() - start, "train": _metrics(totals)}
+    return {"epoch": epoch + 1, "seconds": time.perf_counter() - start,
+            "events": int(totals[0, 2]), "train": _metrics(totals)}
 
 
 def _snapshot(model, codec, config, history, epoch, params, data_hashes, optimizer) -> Checkpoint:

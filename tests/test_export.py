@@ -204,3 +204,38 @@ def test_written_file_is_refused_when_unreadable(tmp_path):
     path.write_bytes(path.read_bytes()[:30])
     with pytest.raises(MidiInputError):
         read_midi(path)
+
+
+# --- the writing steps, one by one ---------------------------------------------------------------
+def test_the_steps_chained_by_hand_give_events_to_midi():
+    from midilstm.events import events_to_notes
+    from midilstm.export import (header_messages, note_messages, note_switches,
+                                 seconds_to_ticks, tempo_microseconds, to_delta_ticks)
+    bpm, ppq = 100, 960
+    notes, _ = events_to_notes(EVENTS)
+    assert tempo_microseconds(bpm) == 600_000
+    assert seconds_to_ticks(notes["start_s"], bpm, ppq).tolist() == [0, 0, 720]  # 1600 / s
+    switches = note_switches(notes, bpm, ppq)
+    assert switches["tick"].tolist() == [0, 0, 480, 480, 720, 1680]
+    assert switches["on"].tolist() == [True, True, False, False, True, False]
+    assert to_delta_ticks(switches["tick"]).tolist() == [0, 0, 480, 0, 240, 960]
+    track = mido.MidiTrack(header_messages(bpm, channel=2, program=40)
+                           + note_messages(switches, channel=2)
+                           + [mido.MetaMessage("end_of_track", time=0)])
+    by_hand = mido.MidiFile(type=0, ticks_per_beat=ppq, tracks=[track])
+    expected = events_to_midi(EVENTS, bpm=bpm, ppq=ppq, channel=2, program=40)
+    assert by_hand.tracks[0] == expected.tracks[0]
+    assert by_hand.ticks_per_beat == expected.ticks_per_beat
+
+
+def test_seconds_to_ticks_rounds_absolute_times():
+    from midilstm.export import seconds_to_ticks
+    # 120 bpm, 480 ppq: 960 ticks per second; 1/3 s = 320 ticks, 0.0005 s rounds to 0
+    assert seconds_to_ticks([0.0, 1 / 3, 0.0005, 0.0006, 2.0], 120, 480).tolist() == [0, 320, 0, 1, 1920]
+
+
+@pytest.mark.parametrize("options", [dict(bpm=0), dict(bpm=-5), dict(ppq=0)])
+def test_bad_tempo_or_resolution(options):
+    from midilstm.errors import ParameterError
+    with pytest.raises(ParameterError, match=f"parameter {next(iter(options))}"):
+        events_to_midi(EVENTS, **options)

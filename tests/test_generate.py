@@ -275,16 +275,26 @@ def test_seconds_limits_the_length():
 
 
 def test_generation_stops_once_every_variation_is_long_enough(monkeypatch):
+    # generate() samples through Improviser._advance (one call per step): count those calls.
     steps = []
-    real_step = Improviser.step
+    real_advance = Improviser._advance
 
-    def counting_step(self):
+    def counting_advance(self, uniforms):
         steps.append(1)
-        return real_step(self)
+        return real_advance(self, uniforms)
 
-    monkeypatch.setattr(Improviser, "step", counting_step)
+    monkeypatch.setattr(Improviser, "_advance", counting_advance)
     outs = gen(seconds=2.0, n_events=10_000, n_variations=3)
-    assert len(steps) <= max(len(o) for o in outs)
+    calls = len(steps)
+    # By hand, with the same draws: step until every variation has 2 s of music.
+    improviser = Improviser(MODEL, CODEC, seed=0, n_variations=3)
+    improviser.prime(PRIMER)
+    start_s, needed = improviser.now_s.copy(), 0
+    while (improviser.now_s - start_s < 2.0).any():
+        improviser.step()
+        needed += 1
+    assert calls == needed < 10_000
+    assert len(outs) == 3
 
 
 def test_n_events_caps_the_length_when_seconds_is_not_reached():
@@ -310,3 +320,242 @@ def test_a_model_trained_on_a_pattern_continues_it_greedily():
     expected = expected[1:].copy()
     expected["delta_s"][0] += 0.25
     np.testing.assert_array_equal(out[:31], expected)
+
+
+# --- the readable reference sampler gives the fast path's distributions -----------------------
+import functools  # noqa: E402
+
+from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from midilstm import generate as generate_module  # noqa: E402
+from midilstm.codec import HEADS, EventCodec  # noqa: E402
+from midilstm.generate import reference_distribution, reference_step  # noqa: E402
+
+
+@functools.lru_cache(maxsize=None)
+def small_model(n_pitch, n_velocity, n_time):
+    """A codec with these head sizes (pitches from 60 up) and a tiny model for it."""
+    events = make_events([(60, 80, 0.0), (60, 0, 0.5), (60, 90, 0.25), (60, 0, 1.0)])
+    codec = EventCodec(n_time_bins=n_time - 1, velocity_bins=n_velocity - 1, pitch_low=60,
+                       pitch_high=60 + n_pitch - 1).fit(events)
+    return codec, tiny_model(codec)
+
+
+def fast_step(case):
+    """One step of the real Improviser (compiled sampler) from the case's logits and state."""
+    codec, model = small_model(*case["sizes"])
+    improviser = Improviser(model, codec, case["sampling"])
+    improviser.logits[0] = np.concatenate(case["logits"])
+    improviser.sounding_since[0] = case["sounding_since"]
+    improviser.now_s[0] = case["now_s"]
+    improviser.fed = True
+    codes = improviser._advance(np.array([case["uniforms"]]))[0].copy()
+    return codes, dict(zip(HEADS, np.split(improviser._probs[0].copy(), improviser.splits)))
+
+
+def reference_given(case, velocity, pitch):
+    """The reference's three distributions, given the velocity and pitch the fast path drew."""
+    g, sampling, playing = generate_module, case["sampling"], case["sounding_since"]
+    lp_pitch, lp_velocity, lp_time = case["logits"]
+
+    def dist(head, scores, allowed):
+        return reference_distribution(scores, allowed, sampling.temperature_of(head),
+                                      sampling.top_k, sampling.top_p)
+    return {"velocity": dist("velocity", lp_velocity, g.allowed_velocities(playing, len(lp_velocity))),
+            "pitch": dist("pitch", lp_pitch, g.allowed_pitches(playing, velocity)),
+            "time": dist("time", lp_time, g.allowed_times(playing, case["now_s"], velocity, pitch,
+                                                          len(lp_time)))}
+
+
+def draw_on_a_boundary(case, probs) -> bool:
+    """Whether a uniform lies within 1e-9 of a cumulative probability: there, sums taken in
+    another order (numba's loop, numpy's pairwise sum) may round to different classes."""
+    return any(np.abs(np.cumsum(probs[head]) - u).min() < 1e-9
+               for head, u in zip(HEADS, case["uniforms"]))
+
+
+def top_p_is_close_to_a_cumulative_mass(case, velocity, pitch) -> bool:
+    """Whether top-p falls within 1e-9 of the mass of the most likely classes (the same
+    rounding question for the top-p cut)."""
+    sampling = case["sampling"]
+    if sampling.top_p is None:
+        return False
+    no_top_p = replace(sampling, top_p=None)
+    for head, p in reference_given(dict(case, sampling=no_top_p), velocity, pitch).items():
+        mass = np.cumsum(np.sort(p)[::-1])
+        if np.abs(mass - sampling.top_p).min() < 1e-9:
+            return True
+    return False
+
+
+def distributions_agree(case, check_draws=True):
+    """True or False; None where rounding may rightly decide (see above)."""
+    codes, fast = fast_step(case)
+    velocity, pitch = int(codes[1]), int(codes[0])
+    if top_p_is_close_to_a_cumulative_mass(case, velocity, pitch):
+        return None
+    reference = reference_given(case, velocity, pitch)
+    same = all(np.allclose(reference[h], fast[h], rtol=1e-9, atol=1e-12) for h in HEADS)
+    if same and check_draws and not draw_on_a_boundary(case, fast):
+        ref_codes, ref_probs = reference_step(case["logits"], case["sounding_since"],
+                                              case["now_s"], case["sampling"], case["uniforms"])
+        same = list(ref_codes) == list(codes) and all(
+            np.allclose(ref_probs[h], fast[h], rtol=1e-9, atol=1e-12) for h in HEADS)
+    return same
+
+
+@st.composite
+def sampling_cases(draw):
+    sizes = (draw(st.integers(2, 9)), draw(st.integers(2, 5)), draw(st.integers(2, 5)))
+    scores = st.floats(-6, 6, width=32)
+    logits = [np.array(draw(st.lists(scores, min_size=n, max_size=n)), np.float32) for n in sizes]
+    now_s = draw(st.sampled_from([0.0, 1.25]))
+    # each pitch silent (NaN), started at this very instant, or earlier
+    playing = np.array([draw(st.sampled_from([np.nan, now_s, now_s - 0.5]))
+                        for _ in range(sizes[0])])
+    temperature = st.floats(0.05, 5.0)
+    sampling = SamplingConfig(
+        temperature=draw(temperature),
+        temperature_time=draw(st.one_of(st.none(), temperature)),
+        top_k=draw(st.one_of(st.none(), st.integers(1, 10))),
+        top_p=draw(st.one_of(st.none(), st.floats(0.01, 1.0))))
+    uniforms = [draw(st.floats(0, 1, exclude_max=True)) for _ in range(3)]
+    return dict(sizes=sizes, logits=logits, sounding_since=playing, now_s=now_s,
+                sampling=sampling, uniforms=uniforms)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=sampling_cases())
+def test_reference_sampler_gives_the_fast_paths_full_distributions(case):
+    agree = distributions_agree(case)
+    assume(agree is not None)
+    assert agree
+
+
+def random_cases(n, seed=0):
+    """Seeded cases where hygiene matters: notes started at this instant, offs likely."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        sizes = (int(rng.integers(2, 8)), int(rng.integers(2, 5)), int(rng.integers(2, 5)))
+        logits = [rng.normal(0, 2, s).astype(np.float32) for s in sizes]
+        logits[1][0] += 2  # velocity class 0 (off) likely
+        logits[2][0] += 2  # time class 0 (at once) likely
+        playing = np.where(rng.random(sizes[0]) < 0.5, 1.0, np.nan)
+        playing[rng.random(sizes[0]) < 0.3] = 0.5
+        sampling = SamplingConfig(temperature=float(rng.uniform(0.3, 2)),
+                                  top_k=[None, 2, 3][int(rng.integers(3))],
+                                  top_p=[None, 0.8][int(rng.integers(2))])
+        yield dict(sizes=sizes, logits=logits, sounding_since=playing, now_s=1.0,
+                   sampling=sampling, uniforms=list(rng.random(3)))
+
+
+def agreement(cases):
+    outcomes = [distributions_agree(case, check_draws=False) for case in cases]
+    return [agree for agree in outcomes if agree is not None]
+
+
+BROKEN_REFERENCES = {
+    "no time-class-0 mask": ("allowed_times", lambda playing, now_s, v, p, n: np.ones(n, bool)),
+    "offs allowed with nothing sounding": ("allowed_velocities", lambda playing, n: np.ones(n, bool)),
+    "an on may strike a sounding pitch": (
+        "allowed_pitches", lambda playing, v: ~np.isnan(playing) if v == 0 else np.ones(len(playing), bool)),
+}
+
+
+def test_the_seeded_cases_agree_with_the_correct_reference():
+    outcomes = agreement(random_cases(300))
+    assert len(outcomes) > 250 and all(outcomes)
+
+
+@pytest.mark.parametrize("broken", sorted(BROKEN_REFERENCES))
+def test_a_broken_reference_fails_the_comparison(monkeypatch, broken):
+    name, function = BROKEN_REFERENCES[broken]
+    monkeypatch.setattr(generate_module, name, function)
+    outcomes = agreement(random_cases(300))
+    assert not all(outcomes)
+
+
+def test_the_reference_takes_logits_or_log_probabilities_alike():
+    logits = np.array([2.0, 0.5, -1.0, 0.0])
+    log_probs = logits - np.log(np.exp(logits).sum())
+    allowed = np.array([True, True, False, True])
+    for kw in (dict(), dict(temperature=0.5, top_k=2), dict(top_p=0.7)):
+        np.testing.assert_allclose(reference_distribution(logits, allowed, **kw),
+                                   reference_distribution(log_probs, allowed, **kw))
+    p = reference_distribution(logits, allowed)
+    assert p[2] == 0 and p.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(p[[0, 1, 3]], np.exp(logits[[0, 1, 3]]) / np.exp(logits[[0, 1, 3]]).sum())
+
+
+def test_considered_holds_the_models_probabilities_before_the_masks():
+    improviser = Improviser(MODEL, CODEC, SamplingConfig(top_k=3), seed=1)
+    improviser.prime(PRIMER)
+    before = [np.exp(lp) for lp in improviser.log_probs]
+    _, probs = improviser.step()
+    for head, expected in zip(HEADS, before):
+        np.testing.assert_allclose(improviser.considered[head], expected)
+        assert (improviser.considered[head] > 0).sum() > 3 >= (probs[head] > 0).sum()
+
+
+@pytest.mark.parametrize("kw", [dict(temperature=0), dict(temperature=-1), dict(temperature="hot"),
+                                dict(temperature_pitch=0.0), dict(top_k=0), dict(top_k=2.5),
+                                dict(top_p=0), dict(top_p=2), dict(max_note_s=0)])
+def test_bad_sampling_settings_are_refused_with_one_line_naming_them(kw):
+    from midilstm.errors import ParameterError
+    with pytest.raises(ParameterError) as error:
+        SamplingConfig(**kw)
+    message = str(error.value)
+    assert "\n" not in message and f"parameter {next(iter(kw))}:" in message
+    if kw.get("temperature") == 0:
+        assert "top_k=1" in message  # says what to do instead
+
+
+def test_warm_up_announces_compiling_unless_cached(monkeypatch, capsys):
+    monkeypatch.setattr(generate_module, "_WARM", False)
+    monkeypatch.setattr(generate_module, "_numba_cache_exists", lambda: False)
+    generate_module.warm_up()
+    assert "compiling the sampler" in capsys.readouterr().out
+    monkeypatch.setattr(generate_module, "_WARM", False)
+    monkeypatch.setattr(generate_module, "_numba_cache_exists", lambda: True)
+    generate_module.warm_up()
+    assert "compiling" not in capsys.readouterr().out
+    assert generate_module.warm_up() == 0.0  # once per process
+
+
+def test_a_model_and_a_codec_that_disagree_are_refused_before_generating():
+    other = fitted_codec(EVENTS, n_time_bins=9)  # 10 time classes, the model has 7
+    with pytest.raises(ValueError, match="step arrays: table_t"):
+        Improviser(MODEL, other)
+
+
+def test_the_reference_ends_a_note_held_too_long_like_the_fast_path():
+    rng = np.random.default_rng(4)
+    for case in random_cases(50, seed=4):
+        held = rng.random(case["sizes"][0]) < 0.3
+        case["sounding_since"][held] = case["now_s"] - 10.0  # held for 10 s
+        case["sampling"] = replace(case["sampling"], max_note_s=5.0)
+        codes, fast = fast_step(case)
+        ref_codes, ref_probs = reference_step(case["logits"], case["sounding_since"],
+                                              case["now_s"], case["sampling"], case["uniforms"])
+        assert list(ref_codes) == list(codes)
+        if held.any():
+            assert list(codes) == [int(np.flatnonzero(held)[0]), 0, 0]
+
+
+def test_many_variations_step_on_one_thread_and_leave_torchs_setting_alone(monkeypatch):
+    seen = []
+    real = torch.from_numpy
+
+    def spy(array):
+        seen.append(torch.get_num_threads())
+        return real(array)
+
+    monkeypatch.setattr(torch, "from_numpy", spy)
+    torch.set_num_threads(2)
+    try:
+        gen(n_variations=BLAS_STREAMS, n_events=5)
+        assert seen and set(seen) == {1}  # the matrix products ran on one thread
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)

@@ -7,6 +7,7 @@ import torch
 
 from helpers_model import fitted_codec, pattern_events, tiny_model
 from helpers_model import one_thread  # noqa: F401  (autouse: one torch thread)
+from midilstm.errors import ParameterError
 from midilstm.model import ModelConfig, NoteLSTM
 
 CODEC = fitted_codec(pattern_events(4))
@@ -84,6 +85,10 @@ def test_config_is_frozen_validated_and_normalised():
         config.hidden_size = 9
     with pytest.raises(ValueError, match="input_mode"):
         ModelConfig(sizes=(3, 4, 5), input_mode="onehot")
+    for field, value in (("hidden_size", 0), ("hidden_size", "128"), ("num_layers", 0),
+                         ("dropout", 1.0), ("dropout", -0.1), ("embedding_dim", 2.5)):
+        with pytest.raises(ParameterError, match=f"^parameter {field}: "):
+            ModelConfig(sizes=(3, 4, 5), **{field: value})
     assert ModelConfig(**config.to_dict()) == config
     assert hash(config) == hash(ModelConfig(sizes=(3, 4, 5), hidden_size=8))
 

@@ -13,7 +13,9 @@ from helpers_model import fitted_codec, pattern_events, tiny_config, tiny_model
 from helpers_model import one_thread  # noqa: F401  (autouse: one torch thread)
 from midilstm.checkpoint import load_checkpoint
 from midilstm.codec import HEADS
-from midilstm.train import TrainConfig, evaluate, train
+from midilstm.data import NO_VALIDATION
+from midilstm.errors import ParameterError
+from midilstm.train import TrainConfig, evaluate, partial_path, train
 
 EVENTS = pattern_events(40)  # 320 events, a bar of 8 repeated
 CODEC = fitted_codec(EVENTS)
@@ -97,8 +99,9 @@ def test_best_checkpoint_is_the_best_validation_epoch(trained):
     assert len(on_disk.history) == len(best.history)  # the final history is saved too
 
 
-def test_early_stopping_stops_after_patience_epochs_without_improvement():
-    frozen = replace(FAST, lr=0.0, epochs=30, patience=3)  # weights never change
+def test_early_stopping_stops_after_patience_epochs_without_improvement(monkeypatch):
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, closure=None: None)  # frozen
+    frozen = replace(FAST, epochs=30, patience=3)  # weights never change
     best = run(frozen)
     assert len(best.history) == 1 + 3 < frozen.epochs
     assert best.best_epoch == 1
@@ -183,17 +186,22 @@ def test_ctrl_c_keeps_the_best_checkpoint_on_disk_and_returns_it(tmp_path):
     assert not best.model.training
 
 
-def test_checkpoint_on_disk_is_always_the_best_so_far(tmp_path):
+def test_partial_file_is_always_the_best_so_far_and_replaces_the_old_one_at_the_end(tmp_path):
     path = tmp_path / "best.pt"
+    old = run(replace(FAST, epochs=1), checkpoint_path=path)
+    old_bytes = path.read_bytes()
+    partial = partial_path(path)
     seen = []
 
     def check(record):
         seen.append(record["val"]["nll"])
-        on_disk = load_checkpoint(path)
-        assert on_disk.best_epoch == int(np.argmin(seen)) + 1
+        assert load_checkpoint(partial).best_epoch == int(np.argmin(seen)) + 1
+        assert path.read_bytes() == old_bytes  # the old checkpoint, untouched while training
 
-    run(replace(FAST, epochs=4), checkpoint_path=path, on_epoch=check)
+    new = run(replace(FAST, epochs=4), checkpoint_path=path, on_epoch=check)
     assert len(seen) == 4
+    assert not partial.exists()
+    assert load_checkpoint(path).best_epoch == new.best_epoch != old.best_epoch
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch, trained):
@@ -247,3 +255,128 @@ def test_transposition_only_touches_training_sequences(monkeypatch):
 def test_model_sizes_must_match_the_codec():
     with pytest.raises(ValueError, match="do not match"):
         run(model_config=replace(tiny_config(CODEC), sizes=(3, 4, 5)))
+
+
+# --- a checkpoint is only ever replaced by a trained one ---------------------------------------
+KILL_SCRIPT = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+import test_train as t
+from dataclasses import replace
+
+def die(record):
+    if record["epoch"] == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+t.run(replace(t.FAST, epochs=5), checkpoint_path={path!r}, on_epoch=die)
+"""
+
+
+def test_a_run_killed_mid_training_leaves_the_old_checkpoint_whole(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    from pathlib import Path
+    path = tmp_path / "model.pt"
+    old = run(replace(FAST, epochs=1), checkpoint_path=path)
+    old_bytes = path.read_bytes()
+    script = KILL_SCRIPT.format(tests=str(Path(__file__).parent), path=str(path))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == -9, proc.stderr  # killed at epoch 2
+    assert path.read_bytes() == old_bytes
+    assert load_checkpoint(path).best_epoch == old.best_epoch
+    assert partial_path(path).exists()  # the killed run's best so far, left behind
+
+    # The next run cleans it up even when it is itself interrupted before any epoch ends.
+    def interrupted(*args, **kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train_module, "_train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(replace(FAST, epochs=3), checkpoint_path=path)
+    assert not partial_path(path).exists()
+    assert path.read_bytes() == old_bytes  # nothing trained: nothing replaced
+
+
+@pytest.mark.parametrize("field, value", [
+    ("epochs", 0), ("epochs", "ten"), ("epochs", 2.5), ("epochs", True), ("seq_len", 0),
+    ("batch_size", -1), ("lr", 0.0), ("lr", float("nan")), ("patience", 0), ("grad_clip", -1.0),
+    ("transpose_semitones", -1), ("threads", 0), ("device", "")])
+def test_bad_configs_are_refused_naming_the_parameter(field, value):
+    with pytest.raises(ParameterError, match=f"^parameter {field}: "):
+        TrainConfig(**{field: value})
+
+
+def test_epochs_0_or_nothing_to_learn_from_touch_nothing(tmp_path):
+    path = tmp_path / "model.pt"
+    run(replace(FAST, epochs=1), checkpoint_path=path)
+    old_bytes = path.read_bytes()
+    partial_path(path).write_bytes(b"left by a killed run")
+    with pytest.raises(ParameterError, match="epochs"):
+        run(replace(FAST, epochs=0), checkpoint_path=path)
+    with pytest.raises(ParameterError, match="train_codes"):
+        run(train_codes=[CODES[:1]], checkpoint_path=path)
+    with pytest.raises(ParameterError, match="log_every"):
+        run(checkpoint_path=path, log_every=-1)
+    with pytest.raises(ParameterError, match="model_config"):
+        run(model_config=replace(tiny_config(CODEC), sizes=(3, 4, 5)), checkpoint_path=path)
+    assert path.read_bytes() == old_bytes
+    assert partial_path(path).read_bytes() == b"left by a killed run"  # not even cleaned yet
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.pt.partial", "model.pt"]
+
+
+# --- too little music to validate ----------------------------------------------------------------
+def test_without_validation_trains_every_epoch_and_keeps_the_last(tmp_path, capsys):
+    path = tmp_path / "model.pt"
+    config = replace(FAST, epochs=6, patience=1)  # patience would stop a validated run early
+    best = run(config, val_codes=[], checkpoint_path=path)
+    assert "no validation data" in capsys.readouterr().out
+    assert [h["epoch"] for h in best.history] == list(range(1, 7))
+    assert best.best_epoch == 6
+    for record in best.history:
+        assert record["val"] is None and record["validation"] == NO_VALIDATION
+    on_disk = load_checkpoint(path)
+    assert on_disk.best_epoch == 6 and same_weights(on_disk.model, best.model)
+    assert best.history[-1]["train"]["nll"] < best.history[0]["train"]["nll"]  # it learned
+
+
+def test_validation_pieces_too_short_to_predict_count_as_none():
+    best = run(replace(FAST, epochs=2), val_codes=[CODES[:1], CODES[5:6]])
+    assert best.best_epoch == 2 and best.history[0]["val"] is None
+
+
+def test_evaluate_on_nothing_says_so_in_one_line():
+    model = tiny_model(CODEC)
+    for codes_list in ([], [CODES[:1]]):
+        with pytest.raises(ParameterError, match="nothing to evaluate"):
+            evaluate(model, codes_list)
+
+
+# --- progress lines and threads -----------------------------------------------------------------
+def test_log_every_prints_one_line_per_n_epochs(capsys):
+    run(replace(FAST, epochs=5), log_every=2)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
+    assert [line.split()[1] for line in lines] == ["2/5", "4/5", "5/5"]  # and the last one
+    for line in lines:
+        assert "train " in line and "val " in line and line.endswith("events/s")
+        assert float(line.split()[-2].replace(",", "")) > 0
+    run(replace(FAST, epochs=2))
+    assert "epoch" not in capsys.readouterr().out  # off by default
+
+
+def test_training_uses_the_configured_threads_and_restores_the_callers(monkeypatch):
+    seen = []
+    real_epoch = train_module._train_epoch
+
+    def spy(*args):
+        seen.append(torch.get_num_threads())
+        return real_epoch(*args)
+
+    monkeypatch.setattr(train_module, "_train_epoch", spy)
+    torch.set_num_threads(2)
+    try:
+        run(replace(FAST, epochs=1, threads=1))
+        assert seen == [1] and torch.get_num_threads() == 2
+        run(replace(FAST, epochs=1, threads=None))  # None: leave torch's setting
+        assert seen == [1, 2]
+    finally:
+        torch.set_num_threads(1)
