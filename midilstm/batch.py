@@ -1,0 +1,351 @@
+"""Corpus-scale training and generation from the command line, without notebooks.
+
+::
+
+    python -m midilstm.batch corpus music_folder/ --out runs/bach_corpus      # read, cache, save
+    python -m midilstm.batch train --data runs/bach_corpus --out runs/bach.pt --steps 3000
+    torchrun --nproc_per_node 2 -m midilstm.batch train --data runs/bach_corpus --out runs/bach.pt
+    python -m midilstm.batch generate --checkpoint runs/bach.pt --out runs/bach_samples
+
+Training draws random windows of ``seq_len + 1`` events from the corpus (``sample_windows``:
+uniform over every window that lies inside one piece, never across two) and encodes them batch
+by batch, straight from the memory-mapped event array: nothing per piece or per sequence is
+held in memory, so the corpus can be larger than memory. Whole pieces are held out for
+validation (``corpus.split_names``). The loss and the validation are ``train.sequence_loss``
+and ``train.evaluate``, as in the notebooks.
+
+Under ``torchrun`` (or any initialised ``torch.distributed``) the same command trains with
+DistributedDataParallel: gloo on CPU, nccl on CUDA. Every rank draws the same global batch of
+window positions from the shared seed and reads only its own share of them; gradients are
+averaged, so N processes with batch B/N each step like one process with batch B (with dropout
+and transposition drawn per rank). Only rank 0 evaluates and writes the checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import distributed as dist
+from tqdm.auto import tqdm
+
+from .checkpoint import Checkpoint, load_checkpoint
+from .codec import EventCodec
+from .corpus import Corpus, load_corpus, read_corpus, split_names
+from .data import transpose
+from .errors import MidiInputError, MidilstmError, ParameterError
+from .model import ModelConfig, NoteLSTM
+from .train import evaluate, pick_device, sequence_loss
+
+
+@dataclass(frozen=True)
+class CorpusTrainConfig:
+    """Defaults measured on the Bach corpus, 2 CPU cores, 1 thread (``bench/corpus_bench.py``):
+    events/s hardly changes with the batch size there (the LSTM's arithmetic per event is the
+    same), so the batch that updates most often learns most per second: after 14 s, validation
+    NLL 3.25-3.46 nats at batch 16, 3.55-3.83 at 32, 4.02-4.67 at 64 (lr 1e-2; at lr 3e-3,
+    4.34 at 32 and 4.65 at 64). On a GPU a larger ``batch_size`` pays; not measured here."""
+
+    steps: int = 3000  # optimiser steps (a corpus is sampled, not cut into epochs)
+    batch_size: int = 16  # global: sequences per step over all ranks
+    seq_len: int = 64
+    lr: float = 1e-2
+    grad_clip: float = 1.0
+    transpose_semitones: int = 5  # random transposition of training windows; 0 = off
+    eval_every: int = 250  # steps between validations (and checkpoint writes)
+    time_budget_s: float | None = None  # stop at the first validation after this many seconds
+    val_fraction: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = 1  # torch CPU threads per process (None: torch's default)
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "seq_len", "eval_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ParameterError(name, f"must be a whole number >= 1, not {value!r}")
+        for name in ("lr", "grad_clip"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ParameterError(name, f"must be a finite number > 0, not {value!r}")
+        if not 0 < self.val_fraction < 1:
+            raise ParameterError("val_fraction", f"must be between 0 and 1, not "
+                                                 f"{self.val_fraction!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sample_windows(offsets: np.ndarray, pieces, length: int, n: int,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Start indices (into the corpus event array) of ``n`` windows of ``length`` events,
+    uniform over every window that lies inside one of ``pieces`` (indices into ``offsets``).
+    Pieces shorter than ``length`` have no windows."""
+    pieces = np.asarray(pieces, np.int64)
+    starts = offsets[pieces]
+    counts = np.maximum(offsets[pieces + 1] - starts - length + 1, 0)
+    cumulative = np.cumsum(counts)
+    if len(cumulative) == 0 or cumulative[-1] == 0:
+        raise ParameterError("seq_len", f"no piece has {length} events (seq_len + 1)")
+    draws = rng.integers(0, cumulative[-1], n)
+    which = np.searchsorted(cumulative, draws, side="right")
+    return starts[which] + draws - (cumulative[which] - counts[which])
+
+
+def train_corpus(corpus: Corpus, config: CorpusTrainConfig = CorpusTrainConfig(),
+                 model_options: dict | None = None, codec: EventCodec | None = None, *,
+                 checkpoint_path=None, progress: bool = True, params: dict | None = None):
+    """Train on ``corpus``; returns the best-validation ``Checkpoint`` on rank 0 (``None`` on
+    the other ranks). ``model_options`` are ``ModelConfig`` fields (hidden_size, num_layers,
+    dropout, input_mode, embedding_dim); the codec is fitted on the training pieces unless
+    given."""
+    rank, world = _rank_and_world()
+    if config.batch_size % world:
+        raise ParameterError("batch_size", f"{config.batch_size} does not split evenly over "
+                                           f"{world} processes")
+    device = _device(config.device)
+    old_threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        train_idx, val_idx = split_names(corpus.names, config.val_fraction)
+        if not val_idx:
+            raise ParameterError("data", f"{len(corpus)} piece(s): need at least 2 to hold "
+                                         f"whole pieces out")
+        codec = codec or EventCodec().fit([corpus.piece(i) for i in train_idx])
+        model_config = ModelConfig(sizes=codec.sizes, **(model_options or {}))
+        length = min(config.seq_len, int(corpus.lengths()[train_idx].max()) - 1) + 1
+        sample_windows(corpus.offsets, train_idx, length, 1, np.random.default_rng(0))  # fail now
+        val_codes = [codec.encode(corpus.piece(i)) for i in val_idx] if rank == 0 else []
+        torch.manual_seed(config.seed)  # the same initial weights on every rank
+        model = NoteLSTM(model_config).to(device)
+        torch.manual_seed(config.seed + rank)  # dropout: a different mask per rank
+        stepper = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        shared = np.random.default_rng(config.seed)  # window positions: the same on all ranks
+        own = np.random.default_rng([config.seed, rank])  # transposition: this rank's share
+        window = np.arange(length)
+        history, best, best_nll, running = [], None, math.inf, np.zeros(2)
+        train_names = [corpus.names[i] for i in train_idx]
+        base_params = {"val_pieces": [corpus.names[i] for i in val_idx],
+                       "n_train_pieces": len(train_names), "world_size": world,
+                       "model_options": dict(model_options or {}), **(params or {})}
+        start = time.perf_counter()
+        bar = tqdm(range(config.steps), desc="training", unit="step",
+                   disable=not progress or rank != 0)
+        for step in bar:
+            starts = sample_windows(corpus.offsets, train_idx, length, config.batch_size, shared)
+            mine = starts[rank::world]
+            codes = codec.encode(corpus.events[mine[:, None] + window].reshape(-1))
+            codes = codes.reshape(len(mine), length, 3)
+            codes = transpose(codes, config.transpose_semitones, codec.n_pitches, own)
+            loss, stats = sequence_loss(stepper, torch.as_tensor(codes, device=device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            running += (loss.item(), 1)
+            events_per_s = (step + 1) * config.batch_size * (length - 1) / (
+                time.perf_counter() - start)
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{running[0] / running[1]:.3f}",
+                                events_per_s=f"{events_per_s:,.0f}")
+            if (step + 1) % config.eval_every and step + 1 != config.steps:
+                continue
+            stop = torch.zeros(1)
+            if rank == 0:
+                now = time.perf_counter()
+                record = {"step": step + 1, "seconds": now - start,
+                          "events_per_s": events_per_s,
+                          "train": {"nll": float(running[0] / running[1])},
+                          "val": evaluate(model, val_codes, device)}
+                start += time.perf_counter() - now  # validation time is not training time
+                history.append(record)
+                running[:] = 0
+                if record["val"]["nll"] < best_nll or best is None:
+                    best_nll = record["val"]["nll"]
+                    best = _snapshot(model, codec, config, history, base_params)
+                    if checkpoint_path:
+                        best.save(checkpoint_path)
+                best.history = list(history)
+                if progress:
+                    bar.write(f"step {step + 1}: train {record['train']['nll']:.3f}, val "
+                              f"{record['val']['nll']:.3f} nats/event, {events_per_s:,.0f} "
+                              f"events/s")
+                budget = config.time_budget_s
+                stop[0] = float(budget is not None and record["seconds"] >= budget)
+            if world > 1:
+                dist.broadcast(stop, 0)
+            if stop.item():
+                break
+        bar.close()
+        if rank == 0 and checkpoint_path:
+            best.save(checkpoint_path)  # the full history
+        return best if rank == 0 else None
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _snapshot(model, codec, config, history, params) -> Checkpoint:
+    return Checkpoint(model=copy.deepcopy(model).cpu().eval(), codec=codec,
+                      train_config=config.to_dict(), history=list(history),
+                      best_epoch=len(history), params=dict(params))
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _device(name: str) -> torch.device:
+    """Under DDP with CUDA each process takes the GPU of its local rank."""
+    device = pick_device(name)
+    if device.type == "cuda" and device.index is None and dist.is_initialized():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    return device
+
+
+def init_distributed(device: str = "auto") -> bool:
+    """Join the process group that ``torchrun`` describes in the environment (gloo on CPU,
+    nccl on CUDA). Returns whether there is one."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return dist.is_initialized()
+    backend = "nccl" if pick_device(device).type == "cuda" else "gloo"
+    dist.init_process_group(backend)
+    return True
+
+
+# --- the command line ------------------------------------------------------------------------
+
+def add_batch_commands(commands) -> None:
+    """``corpus``, ``train`` and ``generate`` subcommands (also for ``python -m midilstm``)."""
+    corpus = commands.add_parser("corpus", help="read MIDI files into a cached corpus folder")
+    corpus.add_argument("sources", nargs="+", help="MIDI files, folders or glob patterns")
+    corpus.add_argument("--out", required=True, type=Path, help="corpus folder to write")
+    corpus.add_argument("--workers", type=int, default=None, help="parser processes")
+    corpus.add_argument("--cache", default="default",
+                        help="cache folder ('default': $MIDILSTM_CACHE or ~/.cache/midilstm)")
+    corpus.add_argument("--no-cache", action="store_true")
+    corpus.set_defaults(handler=_one_line_errors(_corpus_command))
+
+    train = commands.add_parser("train", help="train on a corpus folder (torchrun-ready)")
+    train.add_argument("--data", required=True, type=Path,
+                       help="a corpus folder (from 'corpus') or MIDI files/folder")
+    train.add_argument("--out", required=True, type=Path, help="checkpoint file to write")
+    defaults = CorpusTrainConfig()
+    for name in ("steps", "batch_size", "seq_len", "eval_every", "transpose_semitones", "seed",
+                 "threads"):
+        train.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+    for name in ("lr", "grad_clip", "time_budget_s", "val_fraction"):
+        train.add_argument(f"--{name.replace('_', '-')}", type=float,
+                           default=getattr(defaults, name))
+    train.add_argument("--device", default="auto")
+    train.add_argument("--hidden-size", type=int, default=256)
+    train.add_argument("--num-layers", type=int, default=2)
+    train.add_argument("--dropout", type=float, default=0.2)
+    train.add_argument("--input-mode", choices=("one_hot", "embedding"), default="one_hot")
+    train.set_defaults(handler=_one_line_errors(_train_command))
+
+    generate = commands.add_parser("generate", help="improvise MIDI files from a checkpoint")
+    generate.add_argument("--checkpoint", required=True, type=Path)
+    generate.add_argument("--out", required=True, type=Path, help="folder for sample_<i>.mid")
+    generate.add_argument("--primer", type=Path, help="MIDI file whose first events prime")
+    generate.add_argument("--primer-events", type=int, default=30)
+    generate.add_argument("--n", type=int, default=4, help="how many variations")
+    generate.add_argument("--events", type=int, default=500, help="events per variation")
+    generate.add_argument("--temperature", type=float, default=1.0)
+    generate.add_argument("--top-p", type=float, default=0.95)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--bpm", type=float, default=120.0)
+    generate.set_defaults(handler=_one_line_errors(_generate_command))
+
+
+def _one_line_errors(handler):
+    """Bad input ends the command with its one-line message and exit status 2."""
+    def run(args) -> int:
+        try:
+            return handler(args)
+        except MidilstmError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    return run
+
+
+def _corpus_command(args) -> int:
+    cache = None if args.no_cache else args.cache
+    corpus = read_corpus(args.sources, cache_dir=cache, workers=args.workers)
+    corpus.save(args.out)
+    for path, reason in corpus.bad:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(f"{args.out}: {len(corpus)} pieces, {len(corpus.events):,} events; "
+          + ", ".join(f"{k} {v}" for k, v in corpus.stats.items()))
+    return 0
+
+
+def _train_command(args) -> int:
+    init_distributed(args.device)
+    try:
+        data = args.data
+        corpus = load_corpus(data) if (data / "corpus.json").exists() else \
+            read_corpus(data, workers=1 if dist.is_initialized() else None, progress=False)
+        if len(corpus) == 0:
+            raise MidiInputError(data, "no readable MIDI files, and not a corpus folder")
+        config = CorpusTrainConfig(
+            steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
+            grad_clip=args.grad_clip, transpose_semitones=args.transpose_semitones,
+            eval_every=args.eval_every, time_budget_s=args.time_budget_s,
+            val_fraction=args.val_fraction, seed=args.seed, device=args.device,
+            threads=args.threads or None)
+        model_options = {"hidden_size": args.hidden_size, "num_layers": args.num_layers,
+                         "dropout": args.dropout, "input_mode": args.input_mode}
+        best = train_corpus(corpus, config, model_options, checkpoint_path=args.out,
+                            params={"data": str(data)})
+        if best is not None:
+            print(f"wrote {args.out}: best validation {best.history[best.best_epoch - 1]['val']['nll']:.3f}"
+                  f" nats/event at step {best.history[best.best_epoch - 1]['step']}")
+        return 0
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _generate_command(args) -> int:
+    from .events import make_events
+    from .export import write_midi
+    from .generate import SamplingConfig, generate
+    from .parse import read_midi
+
+    ckpt = load_checkpoint(args.checkpoint)
+    if args.primer is not None:
+        primer = read_midi(args.primer).events[:args.primer_events]
+    else:  # one middle C: the model continues from a single note
+        primer = make_events([(60, 64, 0.0)])
+    samples = generate(ckpt.model, ckpt.codec, primer, n_events=args.events,
+                       n_variations=args.n, seed=args.seed,
+                       sampling=SamplingConfig(temperature=args.temperature, top_p=args.top_p))
+    for i, events in enumerate(samples):
+        path = write_midi(events, args.out / f"sample_{i}.mid", bpm=args.bpm)
+        print(f"wrote {path} ({len(events)} events)")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m midilstm.batch", description=__doc__.split(
+        "\n\n")[0])
+    add_batch_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,281 @@
+"""A collection of MIDI files as compact arrays: read in parallel, cached, memory-mappable.
+
+``read_midi_files`` keeps one ``Parsed`` (Python objects, about 48 bytes per note) per file and
+parses every file again on every run. For thousands of files this module instead
+
+* reads files in parallel worker processes (chunks of files per task, a progress bar);
+* caches each file's events on disk, keyed by the sha256 of its bytes, the ``Selection`` and
+  the reader's version, so a second run parses nothing (a changed file or reader misses);
+* reads files with identical contents once, and counts them;
+* lists bad files with their reason (never fatal; the reason is cached too, except for an
+  unexpected reader failure, which is listed but tried again next time);
+* holds the result as one ``EVENT_DTYPE`` array of all pieces back to back, int64 piece
+  offsets and a list of names: ``Corpus.save`` writes ``.npy`` files that ``load_corpus``
+  opens memory-mapped, so a corpus larger than memory costs only the pages in use.
+
+Usage::
+
+    corpus = read_corpus("songs/", workers=2)           # folder, glob or list of files
+    corpus.save("runs/songs_corpus")
+    corpus = load_corpus("runs/songs_corpus")           # memory-mapped
+    corpus.piece(0), corpus.names[0], corpus.bad        # events of one piece; bad files
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import parse
+from .errors import MidiInputError, ParameterError
+from .events import EVENT_DTYPE
+from .files import write_bytes_atomic, write_json_atomic
+
+CACHE_FORMAT = 2  # bump when the layout of a cache entry changes
+CORPUS_FORMAT = 1
+CHUNK_FILES = 16  # files per worker task: few enough round trips, even enough load
+
+
+@dataclass
+class Corpus:
+    """Pieces back to back: piece ``i`` is ``events[offsets[i]:offsets[i + 1]]``."""
+
+    events: np.ndarray  # EVENT_DTYPE, possibly a read-only memory map
+    offsets: np.ndarray  # int64, len(names) + 1, offsets[0] == 0
+    names: list  # one path per piece (the first of identical files)
+    bad: list = field(default_factory=list)  # [(path, reason)]
+    duplicates: list = field(default_factory=list)  # [(path, same content as this path)]
+    stats: dict = field(default_factory=dict)  # files, parsed, cached, duplicates, bad
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def piece(self, i: int) -> np.ndarray:
+        return self.events[self.offsets[i]:self.offsets[i + 1]]
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def subset(self, indices) -> "Corpus":
+        """The pieces ``indices`` (in that order) as a new in-memory corpus."""
+        indices = [int(i) for i in indices]
+        pieces = [self.piece(i) for i in indices]
+        return Corpus(events=_concatenate(pieces), offsets=_offsets(pieces),
+                      names=[self.names[i] for i in indices])
+
+    def save(self, directory) -> Path:
+        """``events.npy``, ``offsets.npy`` and ``corpus.json``, each written atomically;
+        ``corpus.json`` last, so a directory with it is complete."""
+        directory = Path(directory)
+        write_bytes_atomic(directory / "events.npy", _npy_bytes(np.ascontiguousarray(self.events)))
+        write_bytes_atomic(directory / "offsets.npy", _npy_bytes(self.offsets.astype(np.int64)))
+        write_json_atomic(directory / "corpus.json", {
+            "format": CORPUS_FORMAT, "names": list(self.names), "bad": self.bad,
+            "duplicates": self.duplicates, "stats": self.stats,
+            "n_events": int(self.offsets[-1])})
+        return directory
+
+
+def load_corpus(directory, mmap: bool = True) -> Corpus:
+    """A corpus written by ``Corpus.save``; its events memory-mapped unless ``mmap=False``."""
+    directory = Path(directory)
+    manifest_path = directory / "corpus.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise MidiInputError(directory, "not a corpus (no corpus.json; make one with "
+                                        "python -m midilstm.batch corpus)") from None
+    except (OSError, ValueError) as err:
+        raise MidiInputError(manifest_path, f"unreadable corpus manifest ({err})") from None
+    if manifest.get("format") != CORPUS_FORMAT:
+        raise MidiInputError(manifest_path, f"unknown corpus format {manifest.get('format')!r}")
+    events = np.load(directory / "events.npy", mmap_mode="r" if mmap else None)
+    offsets = np.load(directory / "offsets.npy")
+    if events.dtype != EVENT_DTYPE or len(offsets) != len(manifest["names"]) + 1 \
+            or offsets[-1] != len(events):
+        raise MidiInputError(directory, "events.npy, offsets.npy and corpus.json disagree")
+    return Corpus(events=events, offsets=offsets, names=manifest["names"],
+                  bad=[tuple(b) for b in manifest["bad"]],
+                  duplicates=[tuple(d) for d in manifest["duplicates"]], stats=manifest["stats"])
+
+
+def is_held_out(name: str, val_fraction: float = 0.1) -> bool:
+    """Whether a piece belongs to validation: a fixed hash of its file name, so the split does
+    not depend on which other files are in the corpus or on their order."""
+    return _name_fraction(name) < val_fraction
+
+
+def split_names(names, val_fraction: float = 0.1) -> tuple[list, list]:
+    """Indices ``(train, val)`` of whole pieces, held out by ``is_held_out``. With two or more
+    pieces each side gets at least one (the piece whose hash is nearest the cut moves)."""
+    names = list(names)
+    val = [i for i, n in enumerate(names) if is_held_out(n, val_fraction)]
+    if len(names) >= 2 and not val:
+        val = [min(range(len(names)), key=lambda i: _name_fraction(names[i]))]
+    if len(names) >= 2 and len(val) == len(names):
+        val.remove(max(val, key=lambda i: _name_fraction(names[i])))
+    return [i for i in range(len(names)) if i not in set(val)], val
+
+
+def _name_fraction(name: str) -> float:
+    digest = hashlib.sha256(Path(name).name.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def default_cache_dir() -> Path:
+    """``$MIDILSTM_CACHE``, else ``$XDG_CACHE_HOME/midilstm``, else ``~/.cache/midilstm``."""
+    if os.environ.get("MIDILSTM_CACHE"):
+        return Path(os.environ["MIDILSTM_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "midilstm"
+
+
+def read_corpus(sources, selection: parse.Selection = parse.Selection(), *,
+                cache_dir="default", workers: int | None = None,
+                progress: bool = True) -> Corpus:
+    """Read files, folders (recursively) or glob patterns into a ``Corpus``.
+
+    ``cache_dir``: where each file's result is kept (``"default"``: ``default_cache_dir()``,
+    ``None``: no cache). ``workers``: parser processes (``None``: one per CPU; ``1``: parse
+    in this process). Files whose bytes are identical are read once: the first (in sorted
+    order) becomes the piece, the others are listed in ``duplicates``.
+    """
+    cache = None if cache_dir is None else Path(
+        default_cache_dir() if cache_dir == "default" else cache_dir)
+    paths = parse.expand_sources(sources)
+    version = _selection_key(selection)
+    keys, bad, first_of = {}, [], {}  # path -> cache key; bad files; key -> first path
+    duplicates = []
+    for path in paths:
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as err:
+            bad.append((str(path), f"cannot read the file ({err.strerror or err})"))
+            continue
+        key = f"{digest}-{version}"
+        if key in first_of:
+            duplicates.append((str(path), str(first_of[key])))
+        else:
+            first_of[key] = path
+            keys[path] = key
+    results = {key: _load_cached(cache, key) for key in first_of} if cache else {}
+    todo = [(str(path), key) for key, path in first_of.items() if results.get(key) is None]
+    fresh = _parse_all(todo, selection, cache, workers, progress)
+    results.update(fresh)
+    names, pieces = [], []
+    for path, key in keys.items():
+        result = results[key]
+        if isinstance(result, str):
+            bad.append((str(path), result))
+        else:
+            names.append(str(path))
+            pieces.append(result)
+    stats = {"files": len(paths), "parsed": len(fresh), "cached": len(first_of) - len(fresh),
+             "duplicates": len(duplicates), "bad": len(bad), "pieces": len(pieces)}
+    return Corpus(events=_concatenate(pieces), offsets=_offsets(pieces), names=names,
+                  bad=sorted(bad), duplicates=duplicates, stats=stats)
+
+
+# --- parsing in worker processes --------------------------------------------------------------
+
+def _parse_all(todo, selection, cache, workers, progress) -> dict:
+    """``{key: events or reason}`` for every ``(path, key)`` of ``todo``."""
+    workers = (os.cpu_count() or 1) if workers is None else int(workers)
+    if workers < 1:
+        raise ParameterError("workers", f"must be >= 1, not {workers}")
+    chunks = [todo[i:i + CHUNK_FILES] for i in range(0, len(todo), CHUNK_FILES)]
+    results = {}
+    with tqdm(total=len(todo), desc="reading", unit="file", disable=not progress) as bar:
+        if workers == 1 or len(chunks) <= 1:
+            for chunk in chunks:
+                results.update(_parse_chunk(chunk, selection, cache))
+                bar.update(len(chunk))
+            return results
+        with ProcessPoolExecutor(min(workers, len(chunks))) as pool:
+            futures = {pool.submit(_parse_chunk, chunk, selection, cache): len(chunk)
+                       for chunk in chunks}
+            for future in as_completed(futures):
+                results.update(future.result())
+                bar.update(futures[future])
+    return results
+
+
+def _parse_chunk(chunk, selection, cache) -> dict:
+    """Parse files and store each result (events or the reason it failed) in the cache."""
+    results = {}
+    for path, key in chunk:
+        keep = cache is not None
+        try:
+            result = parse.read_midi(path, selection).events
+        except MidiInputError as err:
+            result = err.reason
+        except Exception as err:  # noqa: BLE001  a reader bug must not end a run of 100,000 files
+            result = f"reader failed ({type(err).__name__}: {err}); please report it"
+            keep = False  # not cached: a fixed reader will try again
+        if keep:
+            _store_cached(cache, key, result)
+        results[key] = result
+    return results
+
+
+# --- the cache: one file per (content, selection, reader version) -----------------------------
+
+def _selection_key(selection) -> str:
+    """Short hash of everything besides the bytes that decides a file's result."""
+    reader = getattr(parse, "READER_VERSION", 0)
+    text = f"{CACHE_FORMAT}|{reader}|{selection!r}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _cache_path(cache: Path, key: str, suffix: str) -> Path:
+    return cache / key[:2] / f"{key}{suffix}"
+
+
+def _store_cached(cache: Path, key: str, result):
+    if isinstance(result, str):
+        write_bytes_atomic(_cache_path(cache, key, ".bad"), result.encode())
+    else:
+        # Raw EVENT_DTYPE bytes, no .npy header: a warm run loads thousands of these, and
+        # parsing a header costs more than reading a small piece.
+        write_bytes_atomic(_cache_path(cache, key, ".events"),
+                           np.ascontiguousarray(result, EVENT_DTYPE).tobytes())
+
+
+def _load_cached(cache: Path, key: str):
+    """The cached events or failure reason, or ``None`` on a miss (or an unreadable entry)."""
+    try:
+        data = _cache_path(cache, key, ".events").read_bytes()
+    except OSError:
+        data = None
+    if data is not None:
+        if len(data) == 0 or len(data) % EVENT_DTYPE.itemsize:
+            return None  # damaged: parse again
+        return np.frombuffer(data, EVENT_DTYPE)  # read-only; the corpus concatenates a copy
+    try:
+        return _cache_path(cache, key, ".bad").read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+# --- arrays -----------------------------------------------------------------------------------
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _concatenate(pieces) -> np.ndarray:
+    return np.concatenate(pieces) if pieces else np.zeros(0, EVENT_DTYPE)
+
+
+def _offsets(pieces) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum([len(p) for p in pieces], dtype=np.int64)]).astype(
+        np.int64)
