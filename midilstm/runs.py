@@ -528,21 +528,46 @@ def _plot_summary(rows, out: Path, grid_names):
 # --- the committed notebooks ---------------------------------------------------------------------
 
 def refresh_notebooks(series=SERIES, log=print) -> None:
-    """Re-execute the committed notebooks in place with their own defaults (after an intended
-    change), so their stored outputs match what nbval will see; then drop what changes from one
-    execution to the next (times, durations, absolute paths), so an unchanged notebook gives no diff."""
+    """Re-execute the committed notebooks with their own defaults (after an intended change), so
+    their stored outputs match what nbval will see. What changes from one execution to the next
+    (times, durations, absolute paths) is dropped, and a notebook whose sources and checked
+    outputs (those nbval compares) did not change is left as it was, so nothing changed gives
+    no diff: only cells tagged ``nbval-ignore-output`` (timings, progress bars) would differ."""
+    import tempfile
+
     import papermill
 
     for name in series:
         path = NOTEBOOK_DIR / f"{name}.ipynb"
         log(f"executing {path.name}")
         start = time.perf_counter()
-        papermill.execute_notebook(str(path), str(path), cwd=str(NOTEBOOK_DIR),
-                                   kernel_name="python3", progress_bar=False,
-                                   extra_arguments=KERNEL_ARGS,
-                                   stdout_file=_ProgressLines(name, log))
-        write_bytes_atomic(path, stable_notebook(path.read_text()).encode())
+        with tempfile.TemporaryDirectory() as scratch:
+            executed = Path(scratch) / path.name
+            papermill.execute_notebook(str(path), str(executed), cwd=str(NOTEBOOK_DIR),
+                                       kernel_name="python3", progress_bar=False,
+                                       extra_arguments=KERNEL_ARGS,
+                                       stdout_file=_ProgressLines(name, log))
+            new = stable_notebook(executed.read_text())
+        if _checked_view(new) == _checked_view(path.read_text()):
+            log(f"{name}: no checked output changed; left as it was")
+        else:
+            write_bytes_atomic(path, new.encode())
         log(f"{name} done in {time.perf_counter() - start:.1f} s")
+
+
+def _checked_view(text: str) -> list:
+    """What nbval checks in a notebook: every cell's type, tags and source, and the text outputs
+    of the code cells not tagged ``nbval-ignore-output``."""
+    view = []
+    for cell in json.loads(text)["cells"]:
+        tags = cell.get("metadata", {}).get("tags", [])
+        outputs = []
+        if cell["cell_type"] == "code" and "nbval-ignore-output" not in tags:
+            for out in cell.get("outputs", []):
+                data = out.get("data", {})
+                outputs.append("".join(out.get("text", "")) + "".join(data.get("text/plain", "")))
+        view.append((cell["cell_type"], tags, "".join(cell["source"]), "".join(outputs)))
+    return view
 
 
 def stable_notebook(text: str) -> str:

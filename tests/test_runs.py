@@ -336,3 +336,17 @@ def test_steps_from_and_to():
     assert runs.steps(None, "01_parse") == ("01_parse",)
     with pytest.raises(ParameterError, match="comes after"):
         runs.steps("04_generate", "02_encode")
+
+
+def test_refresh_keeps_a_notebook_whose_checked_outputs_did_not_change():
+    from midilstm.runs import _checked_view
+
+    def notebook(timing: str, fact: str) -> str:
+        cell = lambda tags, text: {"cell_type": "code", "metadata": {"tags": tags}, "source": ["x"],
+                                   "outputs": [{"output_type": "stream", "name": "stdout", "text": [text]}]}
+        return json.dumps({"cells": [cell(["nbval-ignore-output"], timing), cell([], fact)]})
+
+    assert _checked_view(notebook("1,000 events/s", "3 notes")) == \
+        _checked_view(notebook("2,000 events/s", "3 notes"))
+    assert _checked_view(notebook("1,000 events/s", "3 notes")) != \
+        _checked_view(notebook("1,000 events/s", "4 notes"))
