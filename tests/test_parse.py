@@ -497,12 +497,15 @@ def test_read_midi_files_takes_globs_and_lists(tmp_path, build_midi):
     assert len(parsed) == 1 and [e.path for e in errors] == [str(tmp_path / "missing.mid")]
 
 
+def riff_wrapped(data: bytes) -> bytes:
+    """A standard MIDI file inside a RIFF 'RMID' container, as some Windows tools save it."""
+    return (b"RIFF" + (len(data) + 12).to_bytes(4, "little") + b"RMIDdata"
+            + len(data).to_bytes(4, "little") + data)
+
+
 def test_riff_wrapped_midi_is_read(tmp_path, simple_file):
-    data = simple_file.read_bytes()
-    riff = b"RIFF" + (len(data) + 12).to_bytes(4, "little") + b"RMIDdata" + \
-        len(data).to_bytes(4, "little") + data
     path = tmp_path / "wrapped.rmi"
-    path.write_bytes(riff)
+    path.write_bytes(riff_wrapped(simple_file.read_bytes()))
     assert note_list(read_midi(path)) == [(0.0, 0.5, 60, 80), (0.5, 1.0, 64, 90)]
 
 
@@ -669,11 +672,8 @@ def test_tracks_beyond_the_headers_count_and_trailing_junk_are_skipped(tmp_path,
 
 
 def test_open_midi_gives_the_repaired_file_read_midi_reads(tmp_path, simple_file):
-    data = simple_file.read_bytes()
-    riff = b"RIFF" + (len(data) + 12).to_bytes(4, "little") + b"RMIDdata" + \
-        len(data).to_bytes(4, "little") + data
     path = tmp_path / "wrapped.rmi"
-    path.write_bytes(riff)
+    path.write_bytes(riff_wrapped(simple_file.read_bytes()))
     midi = open_midi(path)
     now, ons = 0.0, []
     for msg in midi:  # the plain mido loop of notebook 01
