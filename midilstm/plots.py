@@ -119,7 +119,7 @@ def head_distributions(probs: dict, codec, chosen=None, top: int = 12, considere
     """Bar charts of one event's distributions: the most likely classes of each head, labelled
     in musical units, with the sampled class highlighted. ``probs`` is what was sampled from;
     ``considered`` (optional) the model's own probabilities before sampling's masks and
-    controls, drawn as grey outlines."""
+    controls, drawn in grey beside them."""
     labels = {
         "pitch": lambda c: str(c + codec.pitch_low),
         "velocity": lambda c: "off" if c == 0 else str(c),
@@ -130,10 +130,13 @@ def head_distributions(probs: dict, codec, chosen=None, top: int = 12, considere
         p = np.asarray(probs[head])
         order = np.argsort(-p, kind="stable")[:top]
         colors = ["tab:red" if chosen is not None and c == chosen[i] else "tab:blue" for c in order]
-        ax.bar(range(len(order)), p[order], color=colors)
-        if considered is not None:
-            ax.bar(range(len(order)), np.asarray(considered[head])[order], fill=False,
-                   edgecolor="gray", label="the model's own")
+        x = np.arange(len(order))
+        if considered is None:
+            ax.bar(x, p[order], color=colors)
+        else:  # side by side: the model's own, then what sampling left of it
+            ax.bar(x - 0.2, np.asarray(considered[head])[order], 0.4, color="lightgray",
+                   label="the model's own")
+            ax.bar(x + 0.2, p[order], 0.4, color=colors, label="sampled from")
         ax.set_xticks(range(len(order)), [labels[head](c) for c in order], rotation=60, fontsize=7)
         ax.set(title=f"{head}: top {len(order)} of {len(p)}", ylabel="probability")
     if considered is not None:

@@ -556,15 +556,17 @@ def refresh_notebooks(series=SERIES, log=print) -> None:
 
 
 def _checked_view(text: str) -> list:
-    """What nbval checks in a notebook: every cell's type, tags and source, and the text outputs
-    of the code cells not tagged ``nbval-ignore-output``."""
+    """What a re-execution must keep for the notebook to count as unchanged: every cell's type,
+    tags and source, every figure, and the text outputs nbval checks (those of cells not tagged
+    ``nbval-ignore-output``; the others hold timings and progress bars)."""
     view = []
     for cell in json.loads(text)["cells"]:
         tags = cell.get("metadata", {}).get("tags", [])
         outputs = []
-        if cell["cell_type"] == "code" and "nbval-ignore-output" not in tags:
-            for out in cell.get("outputs", []):
-                data = out.get("data", {})
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            outputs.append("".join(data.get("image/png", "")))
+            if "nbval-ignore-output" not in tags:
                 outputs.append("".join(out.get("text", "")) + "".join(data.get("text/plain", "")))
         view.append((cell["cell_type"], tags, "".join(cell["source"]), "".join(outputs)))
     return view

@@ -350,3 +350,7 @@ def test_refresh_keeps_a_notebook_whose_checked_outputs_did_not_change():
         _checked_view(notebook("2,000 events/s", "3 notes"))
     assert _checked_view(notebook("1,000 events/s", "3 notes")) != \
         _checked_view(notebook("1,000 events/s", "4 notes"))
+    with_figure = json.loads(notebook("1,000 events/s", "3 notes"))
+    with_figure["cells"][0]["outputs"].append({"output_type": "display_data",
+                                               "data": {"image/png": "iVBOR"}})
+    assert _checked_view(json.dumps(with_figure)) != _checked_view(notebook("1,000 events/s", "3 notes"))
