@@ -249,7 +249,7 @@ print(json.dumps([message, seconds, grown_kb]))
     assert done.returncode == 0, done.stderr[-2000:]
     message, seconds, grown_kb = json.loads(done.stdout.strip().splitlines()[-1])
     assert message and re.search(match, message), message
-    assert seconds < 1.0, seconds
+    assert seconds < 5.0, seconds  # the unchecked load took 38 s; memory is the real guard
     assert grown_kb < 50_000, f"peak memory grew by {grown_kb} kB"
 
 

@@ -307,7 +307,7 @@ def test_a_huge_n_time_bins_fails_at_once_without_allocating(tmp_path):
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     # the only sizeable buffer is the bounded read of the file (1 MB); sizes were never used
-    assert seconds < 1.0 and peak < 5_000_000, (seconds, peak)
+    assert seconds < 5.0 and peak < 5_000_000, (seconds, peak)  # generous: a shared CI machine
 
 
 def test_every_fitted_codec_passes_its_own_checks():
