@@ -730,10 +730,10 @@ def _cli_run(args) -> int:
         _error(f"the run failed: {one_line(err)} (see the executed notebooks in "
                f"{os.path.join(out, 'notebooks')})")
         return 1
-    print(f"run directory: {os.path.relpath(path)}")
+    print(f"run directory: {out}")  # as the user typed it
     for name in ("manifest.json", "metrics.json", "generated", "notebooks"):
         if (path / name).exists():
-            print(f"  {os.path.relpath(path / name)}")
+            print(f"  {os.path.join(out, name)}")
     return 0
 
 
@@ -761,7 +761,7 @@ def _cli_sweep(args) -> int:
     except MidilstmError as err:
         _error(err)
         return 1
-    print(f"summary: {os.path.relpath(result.summary)} (and summary.png)")
+    print(f"summary: {os.path.join(args.out, result.summary.name)} (and summary.png)")
     if result.failed:
         _error(f"{result.failed} of {len(result.rows)} points failed (see the error column of "
                f"summary.csv and error.txt in their directories)")
