@@ -6,6 +6,7 @@
     python -m midilstm.batch train --data runs/bach_corpus --out runs/bach.pt --steps 3000
     torchrun --nproc_per_node 2 -m midilstm.batch train --data runs/bach_corpus --out runs/bach.pt
     python -m midilstm.batch generate --checkpoint runs/bach.pt --out runs/bach_samples
+    python -m midilstm.batch report --checkpoint runs/bach.pt --data runs/bach_corpus
 
 Training draws random windows of ``seq_len + 1`` events from the corpus (``sample_windows``:
 uniform over every window that lies inside one piece, never across two) and encodes them batch
@@ -36,6 +37,7 @@ import torch
 from torch import distributed as dist
 from tqdm.auto import tqdm
 
+from .baselines import baseline_table, to_bits
 from .checkpoint import Checkpoint, load_checkpoint
 from .codec import EventCodec
 from .corpus import Corpus, load_corpus, read_corpus, split_names
@@ -194,6 +196,56 @@ def train_corpus(corpus: Corpus, config: CorpusTrainConfig = CorpusTrainConfig()
         torch.set_num_threads(old_threads)
 
 
+def held_out_split(checkpoint: Checkpoint, corpus: Corpus) -> tuple[list, list]:
+    """Indices ``(train, val)`` of ``corpus``'s pieces, val being those the checkpoint lists
+    as held out (``params["val_pieces"]``), so a report scores exactly what training did not
+    see even if the split rule or the corpus changed since."""
+    held = checkpoint.params.get("val_pieces")
+    if not held:
+        raise ParameterError("checkpoint", "lists no held-out pieces (not trained by "
+                                           "midilstm.batch train)")
+    missing = set(held) - set(corpus.names)
+    if missing:
+        raise ParameterError("data", f"{len(missing)} held-out piece(s) of the checkpoint are "
+                                     f"not in the corpus, e.g. {sorted(missing)[0]}")
+    held = set(held)
+    return ([i for i, n in enumerate(corpus.names) if n not in held],
+            [i for i, n in enumerate(corpus.names) if n in held])
+
+
+def held_out_report(checkpoint: Checkpoint, corpus: Corpus) -> dict:
+    """Validation NLL of the checkpoint's model on its held-out pieces next to the baselines
+    fitted on the training pieces, all with the checkpoint's codec: ``{"model": metrics,
+    "unigram": ..., "bigram": ..., "repeat_last": ...}`` (metrics as ``train.evaluate``)."""
+    train_idx, val_idx = held_out_split(checkpoint, corpus)
+    codec = checkpoint.codec
+    train_codes = [codec.encode(corpus.piece(i)) for i in train_idx]
+    val_codes = [codec.encode(corpus.piece(i)) for i in val_idx]
+    return {"model": evaluate(checkpoint.model, val_codes, torch.device("cpu")),
+            **baseline_table(train_codes, val_codes, codec.sizes)}
+
+
+def learning_curve_figure(history: list, baselines: dict | None = None):
+    """Train and validation NLL (nats per event, all heads) over optimiser steps, with
+    baselines as dashed lines. The train value of a point is the mean over the steps since the
+    previous point (with dropout and transposition, so it can sit above validation)."""
+    import matplotlib.pyplot as plt
+
+    steps = [h["step"] for h in history]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.plot(steps, [h["train"]["nll"] for h in history], "o-", ms=3, label="train")
+    ax.plot(steps, [h["val"]["nll"] for h in history], "o-", ms=3, label="held-out pieces")
+    for name, values in (baselines or {}).items():
+        ax.axhline(values["nll"], ls="--", lw=1, color="gray")
+        ax.annotate(f"{name} {values['nll']:.2f}", (steps[-1], values["nll"]), fontsize=8,
+                    color="gray", ha="right", va="bottom")
+    ax.set(xlabel="optimiser step", ylabel="NLL (nats per event)",
+           title="corpus training: NLL per event, all three heads")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
 def _snapshot(model, codec, config, history, params) -> Checkpoint:
     return Checkpoint(model=copy.deepcopy(model).cpu().eval(), codec=codec,
                       train_config=config.to_dict(), history=list(history),
@@ -267,7 +319,16 @@ def add_batch_commands(commands) -> None:
     generate.add_argument("--top-p", type=float, default=0.95)
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--bpm", type=float, default=120.0)
+    generate.add_argument("--piano-roll", type=Path, help="also draw the first 3 as a PNG")
+    generate.add_argument("--roll-seconds", type=float, default=30.0,
+                          help="seconds of each sample drawn in the piano roll")
     generate.set_defaults(handler=_one_line_errors(_generate_command))
+
+    report = commands.add_parser("report", help="held-out NLL against baselines; learning curve")
+    report.add_argument("--checkpoint", required=True, type=Path)
+    report.add_argument("--data", required=True, type=Path, help="the corpus folder trained on")
+    report.add_argument("--curve", type=Path, help="PNG file for the learning curve")
+    report.set_defaults(handler=_one_line_errors(_report_command))
 
 
 def _one_line_errors(handler):
@@ -336,7 +397,45 @@ def _generate_command(args) -> int:
     for i, events in enumerate(samples):
         path = write_midi(events, args.out / f"sample_{i}.mid", bpm=args.bpm)
         print(f"wrote {path} ({len(events)} events)")
+    if args.piano_roll is not None:
+        from .plots import piano_rolls
+        fig = piano_rolls({f"sample {i} (temperature {args.temperature}, top-p {args.top_p})":
+                           events for i, events in enumerate(samples[:3])},
+                          max_seconds=args.roll_seconds)
+        _save_figure(fig, args.piano_roll)
+        print(f"wrote {args.piano_roll}")
     return 0
+
+
+def _report_command(args) -> int:
+    ckpt = load_checkpoint(args.checkpoint)
+    table = held_out_report(ckpt, load_corpus(args.data))
+    n_val = len(ckpt.params["val_pieces"])
+    print(f"held-out NLL on {n_val} whole pieces ({args.checkpoint}, best of "
+          f"{len(ckpt.history)} validations):\n")
+    print("| predictor | nats/event | bits/event | pitch | velocity | time |")
+    print("|---|---|---|---|---|---|")
+    for name, m in table.items():
+        print(f"| {name} | {m['nll']:.3f} | {to_bits(m['nll']):.3f} | {m['nll_pitch']:.3f} | "
+              f"{m['nll_velocity']:.3f} | {m['nll_time']:.3f} |")
+    if args.curve is not None:
+        baselines = {k: table[k] for k in ("unigram", "bigram")}
+        _save_figure(learning_curve_figure(ckpt.history, baselines), args.curve)
+        print(f"\nwrote {args.curve}")
+    return 0
+
+
+def _save_figure(fig, path: Path) -> None:
+    """A PNG written atomically (rendered to memory first)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from .files import write_bytes_atomic
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def main(argv=None) -> int:

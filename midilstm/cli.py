@@ -18,8 +18,8 @@ examples:
 
 'python -m midilstm COMMAND --help' gives each command's options and the parameter list.
 """
-BATCH_COMMANDS = ("corpus", "train", "generate")  # without notebooks: midilstm.batch
-STUDENT_COMMANDS = "{inspect,run,sweep,corpus,train,generate}"  # refresh-notebooks is the maintainer's
+BATCH_COMMANDS = ("corpus", "train", "generate", "report")  # without notebooks: midilstm.batch
+STUDENT_COMMANDS = "{inspect,run,sweep,corpus,train,generate,report}"  # refresh-notebooks is the maintainer's
 
 
 def main(argv=None) -> int:

@@ -86,6 +86,28 @@ def overlap_and_kl(intra: np.ndarray, inter: np.ndarray) -> tuple[float, float]:
     return float(overlap), float(max(kl, 0.0))
 
 
+def excerpts(pieces, n: int, length: int, rng: np.random.Generator) -> list:
+    """``n`` distinct windows of ``length`` events, drawn uniformly without replacement from
+    every window that lies inside one of ``pieces`` (event arrays; never across two). Distinct
+    windows still overlap when the pieces are short: the caller should say so."""
+    starts = [(p, s) for p, piece in enumerate(pieces) for s in range(len(piece) - length + 1)]
+    if len(starts) < n:
+        raise ValueError(f"only {len(starts)} windows of {length} events, not {n}")
+    picks = rng.choice(len(starts), n, replace=False)
+    return [np.asarray(pieces[starts[i][0]][starts[i][1]:starts[i][1] + length]) for i in picks]
+
+
+def compare_with_ceiling(generated, held_out, training) -> dict:
+    """The comparison of Yang & Lerch with its ceiling, against either real set as reference:
+    ``{"held_out": {"generated": ..., "ceiling": ...}, "training": {...}}``. Against the
+    held-out excerpts the ceiling is the training excerpts; against the training excerpts it is
+    the held-out ones (real music the model did not see, scored as if generated)."""
+    return {"held_out": {"generated": compare_sets(generated, held_out),
+                         "ceiling": compare_sets(training, held_out)},
+            "training": {"generated": compare_sets(generated, training),
+                         "ceiling": compare_sets(held_out, training)}}
+
+
 def compare_sets(generated, real) -> dict:
     """``{feature: {"overlap": OA, "kl": KL}}`` of generated excerpts against real ones (lists
     of event arrays, at least 2 real)."""

@@ -8,7 +8,9 @@ import torch
 import torch.multiprocessing as mp
 
 from conftest import off, on, tempo, write_midi_file
-from midilstm.batch import CorpusTrainConfig, main, sample_windows, train_corpus
+from midilstm.baselines import baseline_table
+from midilstm.batch import (CorpusTrainConfig, held_out_report, held_out_split, main,
+                            sample_windows, train_corpus)
 from midilstm.checkpoint import load_checkpoint
 from midilstm.corpus import load_corpus, read_corpus, split_names
 from midilstm.errors import ParameterError
@@ -88,6 +90,52 @@ def test_command_line_corpus_and_train(tmp_path, capsys):
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"error: {tmp_path / 'nowhere'}: no readable MIDI files, and not a corpus folder")
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_report_scores_the_held_out_pieces_against_baselines(corpus_dir, tmp_path, capsys):
+    corpus = load_corpus(corpus_dir)
+    config = CorpusTrainConfig(steps=40, batch_size=8, seq_len=32, eval_every=20)
+    best = train_corpus(corpus, config, {"hidden_size": 24}, checkpoint_path=tmp_path / "m.pt",
+                        progress=False)
+    report = held_out_report(load_checkpoint(tmp_path / "m.pt"), corpus)
+    # the model's NLL is what training measured on its held-out pieces for the kept checkpoint
+    kept = best.history[best.best_epoch - 1]["val"]["nll"]
+    assert report["model"]["nll"] == pytest.approx(kept, abs=1e-5)
+    # the baselines: fitted on the training pieces of the split rule, scored on its held-out ones
+    train_idx, val_idx = split_names(corpus.names)
+    codes = [best.codec.encode(corpus.piece(i)) for i in range(len(corpus))]
+    table = baseline_table([codes[i] for i in train_idx], [codes[i] for i in val_idx],
+                           best.codec.sizes)
+    for name in ("unigram", "bigram", "repeat_last"):
+        assert report[name]["nll"] == pytest.approx(table[name]["nll"])
+    assert report["model"]["nll"] < report["unigram"]["nll"]
+
+    assert main(["report", "--checkpoint", str(tmp_path / "m.pt"), "--data", str(corpus_dir),
+                 "--curve", str(tmp_path / "curve.png")]) == 0
+    out = capsys.readouterr().out
+    assert f"| model | {kept:.3f} |" in out and "| bigram |" in out
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["generate", "--checkpoint", str(tmp_path / "m.pt"), "--out",
+                 str(tmp_path / "gen"), "--n", "3", "--events", "40", "--piano-roll",
+                 str(tmp_path / "roll.png")]) == 0
+    assert (tmp_path / "roll.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_refuses_a_corpus_without_the_held_out_pieces(corpus_dir, tmp_path, capsys):
+    corpus = load_corpus(corpus_dir)
+    best = train_corpus(corpus, CorpusTrainConfig(steps=2, batch_size=4, seq_len=16,
+                                                  eval_every=2), {"hidden_size": 8},
+                        checkpoint_path=tmp_path / "m.pt", progress=False)
+    _, val = held_out_split(best, corpus)
+    assert [corpus.names[i] for i in val] == best.params["val_pieces"]
+    others = corpus.subset([i for i in range(len(corpus)) if i not in val])
+    with pytest.raises(ParameterError, match="not in the corpus"):
+        held_out_report(best, others)
+    others.save(tmp_path / "others")
+    assert main(["report", "--checkpoint", str(tmp_path / "m.pt"), "--data",
+                 str(tmp_path / "others")]) == 2
+    assert "held-out piece(s) of the checkpoint are not in the corpus" in \
+        capsys.readouterr().err
 
 
 # --- DDP: 2 gloo processes on CPU against 1 process with the same global batch ---------------

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from midilstm.events import make_events
-from midilstm.features import (FEATURES, compare_sets, excerpt_features, inter_set_distances,
-                               intra_set_distances, kde, overlap_and_kl)
+from midilstm.features import (FEATURES, compare_sets, compare_with_ceiling, excerpt_features,
+                               excerpts, inter_set_distances, intra_set_distances, kde,
+                               overlap_and_kl)
 
 
 def test_features_of_a_hand_built_excerpt():
@@ -75,3 +76,38 @@ def test_real_against_real_overlaps_more_than_a_degenerate_model():
         assert ceiling[name]["kl"] < degenerate[name]["kl"]
     with pytest.raises(ValueError, match="needs"):
         compare_sets(stuck, real[:1])
+
+
+def test_excerpts_are_distinct_windows_inside_one_piece():
+    # each event's pitch says where it is: piece p, position i -> pitch 20 p + i
+    lengths = [5, 2, 8]
+    pieces = [make_events([(20 * p + i, 80, 0.1) for i in range(n)])
+              for p, n in enumerate(lengths)]
+    length = 3
+    # brute force: every window of 3 inside one piece (piece 1 is too short for any)
+    every = {tuple(range(20 * p + s, 20 * p + s + length)) for p, n in enumerate(lengths)
+             for s in range(n - length + 1)}
+    drawn = excerpts(pieces, len(every), length, np.random.default_rng(0))
+    assert sorted(tuple(e["pitch"].tolist()) for e in drawn) == sorted(every)  # all, once each
+    fewer = excerpts(pieces, 4, length, np.random.default_rng(1))
+    assert len({tuple(e["pitch"].tolist()) for e in fewer}) == 4
+    assert {tuple(e["pitch"].tolist()) for e in fewer} <= every
+    with pytest.raises(ValueError, match="only 9 windows"):
+        excerpts(pieces, 10, length, np.random.default_rng(0))
+
+
+def test_the_ceiling_is_the_other_real_set_scored_as_if_generated():
+    rng = np.random.default_rng(3)
+    held_out = [scale_walk(rng) for _ in range(12)]
+    training = [scale_walk(rng) for _ in range(12)]
+    generated = [make_events([(60, 80, 0.0), (60, 0, 0.1)] * 40) for _ in range(12)]
+    result = compare_with_ceiling(generated, held_out, training)
+    # a "model" that returns the training excerpts scores exactly the held-out ceiling, and one
+    # that returns the held-out excerpts exactly the training-reference ceiling
+    copies = compare_with_ceiling(training, held_out, training)
+    assert copies["held_out"]["generated"] == result["held_out"]["ceiling"]
+    copies = compare_with_ceiling(held_out, held_out, training)
+    assert copies["training"]["generated"] == result["training"]["ceiling"]
+    for reference in ("held_out", "training"):  # and the stuck model is far below both
+        gen, ceiling = result[reference]["generated"], result[reference]["ceiling"]
+        assert gen["pitch_range"]["overlap"] < 0.5 < ceiling["pitch_range"]["overlap"]
