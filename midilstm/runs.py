@@ -562,7 +562,7 @@ def _checked_view(text: str) -> list:
     view = []
     for cell in json.loads(text)["cells"]:
         tags = cell.get("metadata", {}).get("tags", [])
-        outputs = []
+        outputs = [str(bool(cell.get("outputs")))]  # a cell that lost its outputs has changed
         for out in cell.get("outputs", []):
             data = out.get("data", {})
             outputs.append("".join(data.get("image/png", "")))
