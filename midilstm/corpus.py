@@ -38,7 +38,8 @@ from .errors import MidiInputError, ParameterError
 from .events import EVENT_DTYPE
 from .files import write_bytes_atomic, write_json_atomic
 
-CACHE_FORMAT = 2  # bump when the layout of a cache entry changes
+CACHE_FORMAT = 3  # bump when the layout of a cache entry changes
+CHECKSUM_BYTES = 16  # each cache entry ends with a blake2b digest of its content
 CORPUS_FORMAT = 1
 CHUNK_FILES = 16  # files per worker task: few enough round trips, even enough load
 
@@ -239,29 +240,38 @@ def _cache_path(cache: Path, key: str, suffix: str) -> Path:
 
 
 def _store_cached(cache: Path, key: str, result):
+    """Raw EVENT_DTYPE bytes (no .npy header: a warm run loads thousands of these, and parsing a
+    header costs more than reading a small piece) or the failure reason, then a checksum. The
+    entry is not flushed to disk (``durable=False``, which lets parallel workers scale): a
+    torn entry after a power cut fails its checksum and is simply parsed again."""
     if isinstance(result, str):
-        write_bytes_atomic(_cache_path(cache, key, ".bad"), result.encode())
+        path, data = _cache_path(cache, key, ".bad"), result.encode()
     else:
-        # Raw EVENT_DTYPE bytes, no .npy header: a warm run loads thousands of these, and
-        # parsing a header costs more than reading a small piece.
-        write_bytes_atomic(_cache_path(cache, key, ".events"),
-                           np.ascontiguousarray(result, EVENT_DTYPE).tobytes())
+        path = _cache_path(cache, key, ".events")
+        data = np.ascontiguousarray(result, EVENT_DTYPE).tobytes()
+    write_bytes_atomic(path, data + _checksum(data), durable=False)
 
 
 def _load_cached(cache: Path, key: str):
-    """The cached events or failure reason, or ``None`` on a miss (or an unreadable entry)."""
-    try:
-        data = _cache_path(cache, key, ".events").read_bytes()
-    except OSError:
-        data = None
-    if data is not None:
-        if len(data) == 0 or len(data) % EVENT_DTYPE.itemsize:
+    """The cached events or failure reason, or ``None`` on a miss (or a damaged entry)."""
+    for suffix in (".events", ".bad"):
+        try:
+            entry = _cache_path(cache, key, suffix).read_bytes()
+        except OSError:
+            continue
+        data, checksum = entry[:-CHECKSUM_BYTES], entry[-CHECKSUM_BYTES:]
+        if len(entry) <= CHECKSUM_BYTES or _checksum(data) != checksum:
             return None  # damaged: parse again
+        if suffix == ".bad":
+            return data.decode("utf-8", errors="replace")
+        if len(data) % EVENT_DTYPE.itemsize:
+            return None
         return np.frombuffer(data, EVENT_DTYPE)  # read-only; the corpus concatenates a copy
-    try:
-        return _cache_path(cache, key, ".bad").read_text()
-    except (OSError, UnicodeDecodeError):
-        return None
+    return None
+
+
+def _checksum(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=CHECKSUM_BYTES).digest()
 
 
 # --- arrays -----------------------------------------------------------------------------------

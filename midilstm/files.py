@@ -20,8 +20,12 @@ STALE_AFTER_S = 15 * 60  # no write of ours takes this long: an older temporary 
 _TEMPORARY = re.compile(r"^\.(?P<name>.+?)\.(?:(?P<pid>\d+)\.)?[a-z0-9_]{8}\.tmp$")
 
 
-def write_bytes_atomic(path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
+def write_bytes_atomic(path, data: bytes, *, durable: bool = True) -> Path:
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
+
+    ``durable`` flushes the data to the disk before the rename, so a power cut cannot leave a
+    torn file under the name. A cache whose entries carry their own checksum can skip it: the
+    flush costs more than the write for thousands of small files."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path.parent)
@@ -31,7 +35,8 @@ def write_bytes_atomic(path, data: bytes) -> Path:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

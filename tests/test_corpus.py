@@ -132,6 +132,20 @@ def test_corrupt_cache_entry_is_a_miss(folder, tmp_path, count_parses):
         np.testing.assert_array_equal(events, parse.read_midi(name).events)
 
 
+def test_a_flipped_byte_in_a_cache_entry_is_caught_by_its_checksum(folder, tmp_path, count_parses):
+    cache = tmp_path / "cache"
+    read_corpus(folder, cache_dir=cache, workers=1, progress=False)
+    entries = sorted(cache.rglob("*.events"))
+    data = bytearray(entries[0].read_bytes())
+    data[len(data) // 2] ^= 0x01  # same length, so only the checksum can tell
+    entries[0].write_bytes(bytes(data))
+    count_parses.clear()
+    again = read_corpus(folder, cache_dir=cache, workers=1, progress=False)
+    assert len(count_parses) == 1
+    for name, events in pieces(again).items():
+        np.testing.assert_array_equal(events, parse.read_midi(name).events)
+
+
 def test_two_workers_cold_and_warm_equal_one_worker(folder, tmp_path):
     one = read_corpus(folder, cache_dir=None, workers=1, progress=False)
     corpus_module.CHUNK_FILES, chunk = 2, corpus_module.CHUNK_FILES  # several tasks, 2 procs

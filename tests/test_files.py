@@ -93,3 +93,15 @@ def test_only_dead_or_old_temporaries_of_ours_are_removed(tmp_path):
 def test_cleaning_a_missing_directory_is_harmless(tmp_path):
     assert remove_stale_temporaries(tmp_path / "nope") == []
     assert write_bytes_atomic(tmp_path / "new" / "dir" / "f", b"1").read_bytes() == b"1"
+
+
+def test_a_durable_write_is_flushed_to_disk_and_a_cache_write_is_not(tmp_path, monkeypatch):
+    import os
+
+    flushed = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: flushed.append(fd) or real_fsync(fd))
+    write_bytes_atomic(tmp_path / "model.pt", b"weights")
+    assert len(flushed) == 1
+    write_bytes_atomic(tmp_path / "entry", b"cache", durable=False)
+    assert len(flushed) == 1 and (tmp_path / "entry").read_bytes() == b"cache"
