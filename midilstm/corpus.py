@@ -235,8 +235,9 @@ def _selection_key(selection) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _cache_path(cache: Path, key: str, suffix: str) -> Path:
-    return cache / key[:2] / f"{key}{suffix}"
+def _cache_path(cache, key: str, suffix: str) -> str:
+    # plain strings, not Path objects: a warm read looks up thousands of these
+    return os.path.join(cache, key[:2], key + suffix)
 
 
 def _store_cached(cache: Path, key: str, result):
@@ -256,7 +257,8 @@ def _load_cached(cache: Path, key: str):
     """The cached events or failure reason, or ``None`` on a miss (or a damaged entry)."""
     for suffix in (".events", ".bad"):
         try:
-            entry = _cache_path(cache, key, suffix).read_bytes()
+            with open(_cache_path(cache, key, suffix), "rb") as f:
+                entry = f.read()
         except OSError:
             continue
         data, checksum = entry[:-CHECKSUM_BYTES], entry[-CHECKSUM_BYTES:]
