@@ -35,7 +35,6 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 
@@ -73,8 +72,7 @@ def bench_reading(source, repeats) -> dict:
     """Cold 1 / 2 workers and warm, each repeat in fresh cache folders; then where the cold
     time goes: hashing every file, and parsing with no cache at all (1 and 2 workers)."""
     times = {k: [] for k in ("cold_1_worker_s", "cold_2_workers_s", "warm_s", "hash_s",
-                             "parse_1_worker_s", "parse_2_workers_s", "cores_used_2_workers",
-                             "cold_1_worker_no_fsync_s", "cold_2_workers_no_fsync_s")}
+                             "parse_1_worker_s", "parse_2_workers_s", "cores_used_2_workers")}
     paths = expand_sources(source)
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
@@ -99,14 +97,6 @@ def bench_reading(source, repeats) -> dict:
         for workers, key in ((1, "parse_1_worker_s"), (2, "parse_2_workers_s")):
             times[key].append(timed(lambda: read_corpus(source, cache_dir=None, workers=workers,
                                                         progress=False))[0])
-        # the same cold reads with each cache write's fsync skipped (forked workers inherit
-        # the patch): what the cache would cost if entries were not flushed one by one
-        with mock.patch("os.fsync"):
-            for workers, key in ((1, "cold_1_worker_no_fsync_s"),
-                                 (2, "cold_2_workers_no_fsync_s")):
-                with tempfile.TemporaryDirectory() as c:
-                    times[key].append(timed(lambda: read_corpus(
-                        source, cache_dir=c, workers=workers, progress=False))[0])
     med = {k: statistics.median(v) for k, v in times.items()}
     med["rounds"] = times
     med["files"], med["events"] = one.stats["files"], len(one.events)
@@ -115,8 +105,6 @@ def bench_reading(source, repeats) -> dict:
     med["speedup_2_workers_no_cache"] = med["parse_1_worker_s"] / med["parse_2_workers_s"]
     med["speedup_warm"] = med["cold_2_workers_s"] / med["warm_s"]
     med["cache_write_1_worker_s"] = med["cold_1_worker_s"] - med["parse_1_worker_s"]
-    med["speedup_2_workers_no_fsync"] = med["cold_1_worker_no_fsync_s"] / med[
-        "cold_2_workers_no_fsync_s"]
     med["load_average"] = os.getloadavg()
     return med
 
@@ -309,7 +297,6 @@ load average (1, 5, 15 min): start {load['start'][0]:.1f} {load['start'][1]:.1f}
 | cores used by the 2-worker cold read (CPU s / wall s) | {r['cores_used_2_workers']:.2f} (rounds: {', '.join(f"{x:.2f}" for x in r['rounds']['cores_used_2_workers'])}) | |
 | of which: hashing / parsing 1 worker / parsing 2 workers (no cache) | {r['hash_s']:.2f} s / {r['parse_1_worker_s']:.2f} s / {r['parse_2_workers_s']:.2f} s = {r['speedup_2_workers_no_cache']:.2f}x | |
 | writing the cache (cold 1 worker minus parsing) | {r['cache_write_1_worker_s']:.2f} s | |
-| cold read without fsync per cache entry, 1 / 2 workers | {r['cold_1_worker_no_fsync_s']:.2f} s / {r['cold_2_workers_no_fsync_s']:.2f} s = {r['speedup_2_workers_no_fsync']:.2f}x | |
 | warm cache / cold (2 workers) | {r['warm_s'] * 1000:.0f} ms = {r['speedup_warm']:.0f}x faster | >= 50x |
 | symusic: files whose notes agree with read_midi | {c['agree']} / {c['files']} ({c['notes']:,} notes) | |
 | read_midi / symusic / symusic + our rules, all files | {c['read_midi_s']:.2f} s / {c['symusic_s']:.2f} s / {c['symusic_with_rules_s']:.2f} s = {c['speedup_symusic']:.0f}x / {c['speedup_symusic_with_rules']:.1f}x | |

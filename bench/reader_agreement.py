@@ -25,7 +25,6 @@ import importlib
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 

@@ -146,7 +146,7 @@ def bench_reference_training(events, train_events, codec, epochs: int) -> dict:
 
 def bench_midilstm_training(train_events, val_events, codec, target_nll: float,
                             settings: dict = MIDILSTM_CONFIG) -> dict:
-    config = TrainConfig(epochs=MIDILSTM_MAX_EPOCHS, threads=torch.get_num_threads(), **settings)
+    config = TrainConfig(epochs=MIDILSTM_MAX_EPOCHS, threads=None, **settings)
     history, state = [], {"hit": None}
     t0, c0 = time.perf_counter(), time.process_time()
     last = [t0]
@@ -232,7 +232,7 @@ def child_memory(which: str, n_events: int, batches: int) -> dict:
                            max_batches=batches)
         steps = result["steps"]
     else:
-        config = TrainConfig(epochs=1, threads=torch.get_num_threads(),
+        config = TrainConfig(epochs=1, threads=None,
                              **{**MIDILSTM_CONFIG, "patience": 1})
         train(codec, [codec.encode(train_events)], [codec.encode(val_events)], config,
               ModelConfig(sizes=codec.sizes), progress=False)

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from midilstm import music  # noqa: E402
+from midilstm.batch import held_out_split  # noqa: E402
 from midilstm.checkpoint import load_checkpoint  # noqa: E402
 from midilstm.codec import EventCodec  # noqa: E402
 from midilstm.corpus import load_corpus  # noqa: E402
@@ -75,9 +76,9 @@ def single_piece(n: int, length: int) -> dict:
 def corpus_set(checkpoint: Path, data: Path, n: int, length: int) -> dict:
     ckpt = load_checkpoint(checkpoint)
     corpus = load_corpus(data)
-    held = set(ckpt.params["val_pieces"])
-    val = [np.asarray(corpus.piece(i)) for i, name in enumerate(corpus.names) if name in held]
-    train_pieces = [corpus.piece(i) for i, name in enumerate(corpus.names) if name not in held]
+    train_idx, val_idx = held_out_split(ckpt, corpus)
+    val = [np.asarray(corpus.piece(i)) for i in val_idx]
+    train_pieces = [corpus.piece(i) for i in train_idx]
     generated = []
     per_primer = n // 10
     for k, piece in enumerate(val[:10]):

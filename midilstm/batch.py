@@ -40,11 +40,12 @@ from tqdm.auto import tqdm
 from .baselines import baseline_table, to_bits
 from .checkpoint import Checkpoint, load_checkpoint
 from .codec import EventCodec
+from .constants import INPUT_MODES
 from .corpus import Corpus, load_corpus, read_corpus, split_names
-from .data import transpose
+from .data import _check_fraction, transpose
 from .errors import MidiInputError, MidilstmError, ParameterError
 from .model import ModelConfig, NoteLSTM
-from .train import evaluate, pick_device, sequence_loss
+from .train import _check_int, _check_positive, evaluate, pick_device, sequence_loss
 
 
 @dataclass(frozen=True)
@@ -70,16 +71,16 @@ class CorpusTrainConfig:
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "seq_len", "eval_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ParameterError(name, f"must be a whole number >= 1, not {value!r}")
-        for name in ("lr", "grad_clip"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ParameterError(name, f"must be a finite number > 0, not {value!r}")
-        if not 0 < self.val_fraction < 1:
-            raise ParameterError("val_fraction", f"must be between 0 and 1, not "
-                                                 f"{self.val_fraction!r}")
+            _check_int(name, getattr(self, name), 1)
+        _check_int("transpose_semitones", self.transpose_semitones, 0)
+        _check_int("seed", self.seed, 0)
+        _check_positive("lr", self.lr)
+        _check_positive("grad_clip", self.grad_clip)
+        if self.time_budget_s is not None:
+            _check_positive("time_budget_s", self.time_budget_s)
+        if self.threads is not None:
+            _check_int("threads", self.threads, 1)
+        _check_fraction(self.val_fraction)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -123,8 +124,10 @@ def train_corpus(corpus: Corpus, config: CorpusTrainConfig = CorpusTrainConfig()
                                          f"whole pieces out")
         codec = codec or EventCodec().fit([corpus.piece(i) for i in train_idx])
         model_config = ModelConfig(sizes=codec.sizes, **(model_options or {}))
-        length = min(config.seq_len, int(corpus.lengths()[train_idx].max()) - 1) + 1
-        sample_windows(corpus.offsets, train_idx, length, 1, np.random.default_rng(0))  # fail now
+        longest = int(corpus.lengths()[train_idx].max())
+        if longest < 2:
+            raise ParameterError("data", "no training piece has 2 events: nothing to learn from")
+        length = min(config.seq_len, longest - 1) + 1
         val_codes = [codec.encode(corpus.piece(i)) for i in val_idx] if rank == 0 else []
         torch.manual_seed(config.seed)  # the same initial weights on every rank
         model = NoteLSTM(model_config).to(device)
@@ -280,7 +283,8 @@ def init_distributed(device: str = "auto") -> bool:
 # --- the command line ------------------------------------------------------------------------
 
 def add_batch_commands(commands) -> None:
-    """``corpus``, ``train`` and ``generate`` subcommands (also for ``python -m midilstm``)."""
+    """``corpus``, ``train``, ``generate`` and ``report`` subcommands (also for
+    ``python -m midilstm``)."""
     corpus = commands.add_parser("corpus", help="read MIDI files into a cached corpus folder")
     corpus.add_argument("sources", nargs="+", help="MIDI files, folders or glob patterns")
     corpus.add_argument("--out", required=True, type=Path, help="corpus folder to write")
@@ -305,7 +309,7 @@ def add_batch_commands(commands) -> None:
     train.add_argument("--hidden-size", type=int, default=256)
     train.add_argument("--num-layers", type=int, default=2)
     train.add_argument("--dropout", type=float, default=0.2)
-    train.add_argument("--input-mode", choices=("one_hot", "embedding"), default="one_hot")
+    train.add_argument("--input-mode", choices=INPUT_MODES, default="one_hot")
     train.set_defaults(handler=_one_line_errors(_train_command))
 
     generate = commands.add_parser("generate", help="improvise MIDI files from a checkpoint")

@@ -19,13 +19,13 @@ import platform
 import reprlib
 import zipfile
 from dataclasses import dataclass, field, fields
-from numbers import Integral, Real
+from numbers import Integral
 from pathlib import Path
 
 import torch
 
 from .codec import EventCodec
-from .errors import CheckpointError, CodecError
+from .errors import CheckpointError, CodecError, ParameterError
 from .files import write_bytes_atomic
 from .model import ModelConfig, NoteLSTM
 
@@ -95,11 +95,6 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> Checkpoint:
 REQUIRED = {"format_version": int, "model_config": dict, "model_state": dict, "codec": dict}
 OPTIONAL = {"train_config": {}, "history": [], "best_epoch": -1, "params": {},
             "data_hashes": [], "versions": {}, "optimizer_state": None}
-# Sane bounds on what a model config may ask for (the lesson's model: 128 units, 1 layer).
-MAX_HIDDEN = 4096
-MAX_LAYERS = 8
-MAX_EMBEDDING = 1024
-MAX_CLASSES = 4096
 
 
 def _read_payload(path) -> dict:
@@ -147,7 +142,7 @@ def _same_kind(value, default) -> bool:
     if default is None:  # optimizer_state: None, or a dict when there is one
         return value is None or isinstance(value, dict)
     if isinstance(default, int):
-        return _is_int(value)
+        return isinstance(value, Integral) and not isinstance(value, bool)
     return isinstance(value, type(default))
 
 
@@ -175,30 +170,10 @@ def _model_config(path, raw: dict) -> ModelConfig:
             raise CheckpointError(path, f"model_config.{reprlib.repr(key)} is not a config field")
     if "sizes" not in raw:
         raise CheckpointError(path, "model_config.sizes is missing")
-    values = {**{f.name: f.default for f in fields(ModelConfig) if f.name != "sizes"}, **raw}
-
-    def bad(name, why):
-        raise CheckpointError(path, f"model_config.{name} must be {why}, "
-                                    f"not {reprlib.repr(values[name])}")
-
-    sizes = values["sizes"]
-    if (not isinstance(sizes, (list, tuple)) or len(sizes) != 3
-            or not all(_is_int(n) and 1 <= n <= MAX_CLASSES for n in sizes)):
-        bad("sizes", f"three class counts in 1..{MAX_CLASSES}")
-    for name, top in (("hidden_size", MAX_HIDDEN), ("num_layers", MAX_LAYERS),
-                      ("embedding_dim", MAX_EMBEDDING)):
-        if not _is_int(values[name]) or not 1 <= values[name] <= top:
-            bad(name, f"an integer in 1..{top}")
-    dropout = values["dropout"]
-    if not isinstance(dropout, Real) or isinstance(dropout, bool) or not 0 <= dropout < 1:
-        bad("dropout", "a number in [0, 1)")
-    if values["input_mode"] not in ("one_hot", "embedding"):
-        bad("input_mode", "'one_hot' or 'embedding'")
-    return ModelConfig(**values)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
+    try:  # ModelConfig checks every field's type and bounds before anything is sized
+        return ModelConfig(**raw)
+    except ParameterError as err:
+        raise CheckpointError(path, f"model_config.{err.name} {err.reason}") from None
 
 
 def expected_state_shapes(config: ModelConfig) -> dict:

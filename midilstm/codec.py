@@ -183,9 +183,10 @@ class EventCodec:
         if unknown:
             raise CodecError(where, f"{reprlib.repr(unknown[0])} is not a codec field "
                                     f"(known: {', '.join(names)})")
-        values = {**asdict(cls()), **data}
-        check_codec_fields(values, where)
-        return cls(**values)
+        try:
+            return cls(**data)  # __post_init__ checks every field; missing ones take defaults
+        except CodecError as err:
+            raise CodecError(where, err.reason) from None
 
     def save(self, path) -> Path:
         return write_json_atomic(path, self.to_dict())

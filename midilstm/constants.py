@@ -19,3 +19,14 @@ MAX_BPM = 2000.0
 DEFAULT_PPQ = 480
 DEFAULT_BPM = 120.0
 MICROSECONDS_PER_MINUTE = 60_000_000
+
+# Where torch may run: "auto" picks CUDA when present, else the CPU.
+DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
+
+# Sane bounds on a model (the lesson's: 128 units, 1 layer), checked by ModelConfig, so that a
+# tampered checkpoint or a typo cannot ask for gigabytes.
+MAX_HIDDEN = 4096
+MAX_LAYERS = 8
+MAX_EMBEDDING = 1024
+MAX_CLASSES = 4096
+INPUT_MODES = ("one_hot", "embedding")

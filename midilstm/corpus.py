@@ -155,10 +155,10 @@ def read_corpus(sources, selection: parse.Selection = parse.Selection(), *,
     keys, bad, first_of = {}, [], {}  # path -> cache key; bad files; key -> first path
     duplicates = []
     for path in paths:
-        try:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        except OSError as err:
-            bad.append((str(path), f"cannot read the file ({err.strerror or err})"))
+        try:  # the reader's own checks: regular files only, at most its size limit
+            digest = hashlib.sha256(parse.read_file_bytes(path)).hexdigest()
+        except MidiInputError as err:
+            bad.append((str(path), err.reason))
             continue
         key = f"{digest}-{version}"
         if key in first_of:
@@ -230,7 +230,7 @@ def _parse_chunk(chunk, selection, cache) -> dict:
 
 def _selection_key(selection) -> str:
     """Short hash of everything besides the bytes that decides a file's result."""
-    reader = getattr(parse, "READER_VERSION", 0)
+    reader = parse.READER_VERSION
     text = f"{CACHE_FORMAT}|{reader}|{selection!r}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

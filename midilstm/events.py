@@ -8,11 +8,12 @@ Events live in a numpy structured array (``EVENT_DTYPE``) so a million of them c
 the helpers below are vectorised. Notes (``NOTE_DTYPE``: start, end, pitch, velocity) are the
 other view of the same music, used for piano rolls, metrics and MIDI writing. The stream knows
 pitch only, so notes that overlap on one pitch are first made one key's notes (``strike_again``:
-the piano's rule); then ``events_to_notes(notes_to_events(notes))`` gives the notes back.
+the piano's rule); then ``events_to_notes(notes_to_events(notes))`` gives the same notes back,
+their times through the running sum of deltas (equal up to float rounding).
 """
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict, deque
 
 import numpy as np
 
@@ -60,40 +61,28 @@ def events_to_notes(events: np.ndarray) -> tuple[np.ndarray, dict]:
     Returns the notes sorted by start time (then pitch, then order of the note-on) and counts
     of what had to be fixed: ``orphan_offs`` (an off with no sounding note: dropped) and
     ``closed_at_end`` (notes still sounding after the last event: closed at the last event's
-    time). Vectorised: a million events take well under a second.
+    time).
     """
     times = onset_times_s(events)
-    n = len(events)
-    pitch = events["pitch"].astype(np.int64)
-    is_on = events["velocity"] > 0
-    order = np.lexsort((np.arange(n), pitch))  # by pitch, each pitch's events in time order
-    pitch_sorted, on_sorted = pitch[order], is_on[order]
-    first = np.r_[True, pitch_sorted[1:] != pitch_sorted[:-1]] if n else np.zeros(0, bool)
-    group = np.cumsum(first) - 1
-    # Sounding notes per pitch: the running sum of +1 (on) / -1 (off), except that an off with
-    # nothing sounding is dropped. With S the plain running sum and M its running minimum
-    # (clipped at 0), an off is an orphan exactly where M falls.
-    step = np.where(on_sorted, 1, -1)
-    running = np.cumsum(step)
-    running -= (running - step)[np.flatnonzero(first)][group]  # restart at every pitch
-    big = 2 * n + 2  # later pitches sit lower, so one running minimum restarts per pitch
-    minimum = np.minimum(np.minimum.accumulate(running - group * big) + group * big, 0)
-    before = np.where(first, 0, np.r_[0, minimum[:-1]])
-    orphan = ~on_sorted & (minimum < before)
-    matched_off = ~on_sorted & ~orphan
-    # Within a pitch, the k-th note-on ends at the k-th matched note-off.
-    offs_per_group = np.bincount(group[matched_off], minlength=group[-1] + 1 if n else 0)
-    on_rank = np.cumsum(on_sorted) - 1
-    on_rank -= (on_rank - on_sorted + 1)[np.flatnonzero(first)][group]
-    on_index = order[on_sorted]
-    ended = on_rank[on_sorted] < offs_per_group[group[on_sorted]]
-    end = np.full(len(on_index), times[-1] if n else 0.0)
-    end[ended] = times[order[matched_off]]
-    notes = np.empty(len(on_index), NOTE_DTYPE)
-    notes["start_s"], notes["end_s"] = times[on_index], end
-    notes["pitch"], notes["velocity"] = pitch[on_index], events["velocity"][on_index]
-    notes = notes[np.lexsort((on_index, notes["pitch"], notes["start_s"]))]
-    return notes, {"orphan_offs": int(orphan.sum()), "closed_at_end": int((~ended).sum())}
+    sounding: dict[int, deque] = defaultdict(deque)  # pitch -> (start, velocity) of its notes
+    rows = []
+    orphan_offs = 0
+    for t, pitch, velocity in zip(times.tolist(), events["pitch"].tolist(),
+                                  events["velocity"].tolist()):
+        if velocity > 0:
+            sounding[pitch].append((t, velocity))
+        elif sounding[pitch]:
+            start, on_velocity = sounding[pitch].popleft()
+            rows.append((start, t, pitch, on_velocity))
+        else:
+            orphan_offs += 1
+    end = float(times[-1]) if len(times) else 0.0
+    closed = [(start, end, pitch, velocity) for pitch, queue in sounding.items()
+              for start, velocity in queue]
+    notes = np.array(rows + closed, dtype=NOTE_DTYPE)
+    # stable: equal (start, pitch) keep the order their note-ons had (FIFO closes them in it)
+    notes = notes[np.lexsort((notes["pitch"], notes["start_s"]))]
+    return notes, {"orphan_offs": orphan_offs, "closed_at_end": len(closed)}
 
 
 def strike_again(notes: np.ndarray) -> tuple[np.ndarray, dict]:

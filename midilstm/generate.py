@@ -188,7 +188,7 @@ class Improviser:
         self.top_p = 1.0 if sampling.top_p is None else float(sampling.top_p)  # 1: off
         self._codes = np.zeros((n_variations, 3), np.int64)
         self._probs = np.zeros((n_variations, sum(codec.sizes)))
-        self.considered = None  # set by step(): the model's own probabilities, before any mask
+        self._considered_logits = None  # set by step(): the scores behind ``considered``
         # A model and a codec that disagree are refused here, in one line, not mid-generation.
         step.check_step_arrays(self.sizes, *self.tables, self.w_ih, self.w_hh, self.bias,
                                self.head_w, self.head_b, self.h, self.c, self.logits,
@@ -218,9 +218,19 @@ class Improviser:
     @property
     def log_probs(self) -> list:
         """Each head's log-probabilities (before temperature and masks) after the last event."""
-        if not self.fed:
+        return self._head_log_probs(self.logits) if self.fed else None
+
+    @property
+    def considered(self) -> dict | None:
+        """What the model itself gave for the event the last ``step`` drew, before temperature,
+        top-k/p and the hygiene masks: ``{head: probabilities (n_variations, classes)}``.
+        Worked out only when asked for, so stepping costs nothing extra."""
+        if self._considered_logits is None:
             return None
-        return [_log_softmax(p) for p in np.split(self.logits.astype(np.float64), self.splits, axis=1)]
+        return dict(zip(HEADS, map(np.exp, self._head_log_probs(self._considered_logits))))
+
+    def _head_log_probs(self, logits: np.ndarray) -> list:
+        return [_log_softmax(p) for p in np.split(logits.astype(np.float64), self.splits, axis=1)]
 
     # --- the network, one step ---------------------------------------------------------------
     def feed(self, codes: np.ndarray, end_held: bool = False):
@@ -271,8 +281,7 @@ class Improviser:
         sampled first, so the model's own balance of starting and ending notes is kept;
         sampling the pitch first turns most intended offs into ons ("sloppy chords").
         """
-        if self.fed:
-            self.considered = dict(zip(HEADS, (np.exp(lp) for lp in self.log_probs)))
+        self._considered_logits = self.logits.copy() if self.fed else None
         codes = self._advance(self.rng.random((self.n, 3)))
         return codes.copy(), dict(zip(HEADS, np.split(self._probs.copy(), self.splits, axis=1)))
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from .errors import MidiInputError
 
 
-
 def data_dir(name: str, marker: str) -> Path:
     """A folder of data shipped with midilstm: ``midilstm/_<name>`` in an installed wheel (see
     pyproject.toml), else ``<name>/`` beside the package in a checkout. ``marker`` is a file the
@@ -69,10 +68,8 @@ def resolve(piece: str) -> list[Path]:
     bundled name such as ``"josquin"`` (hash-checked), or your own files, folders or globs."""
     from .parse import expand_sources
 
-    if piece == "default":
-        paths = [_short(p) for p in bundled(DEFAULT_PIECE)]
-    elif is_bundled(piece):
-        paths = [_short(p) for p in bundled(piece)]
+    if is_bundled(piece):
+        paths = [_short(p) for p in bundled(DEFAULT_PIECE if piece == "default" else piece)]
     else:
         paths = [Path(p) for p in expand_sources(piece)]  # as the user typed them
     if not paths:

@@ -22,7 +22,8 @@ import numbers
 import re
 from dataclasses import dataclass
 
-from .constants import MAX_BPM, MIN_BPM
+from .constants import (DEVICE_PATTERN, INPUT_MODES, MAX_BPM, MAX_HIDDEN, MAX_LAYERS,
+                        MIN_BPM)
 from .errors import ParameterError
 
 SERIES = ("01_parse", "02_encode", "03_train", "04_generate", "05_evaluate")
@@ -110,9 +111,9 @@ PARAMETERS: dict[str, Spec] = {
     "val_fraction": Spec("float", (P02,), "share held out for validation", low=0, high=1,
                          open_low=True, open_high=True),
     # 03_train
-    "hidden_size": Spec("int", (P03,), "LSTM units", low=1, high=4096),
-    "num_layers": Spec("int", (P03,), "stacked LSTM layers", low=1, high=8),
-    "input_mode": Spec("str", (P03,), "how classes enter the LSTM", choices=("one_hot", "embedding")),
+    "hidden_size": Spec("int", (P03,), "LSTM units", low=1, high=MAX_HIDDEN),
+    "num_layers": Spec("int", (P03,), "stacked LSTM layers", low=1, high=MAX_LAYERS),
+    "input_mode": Spec("str", (P03,), "how classes enter the LSTM", choices=INPUT_MODES),
     "dropout": Spec("float", (P03,), "dropout on the LSTM output", low=0, high=1, open_high=True),
     "seq_len": Spec("int", (P03,), "events per training sequence", low=1, high=100_000),
     "batch_size": Spec("int", (P03,), "sequences per optimiser step", low=1, high=4096),
@@ -121,7 +122,7 @@ PARAMETERS: dict[str, Spec] = {
     "patience": Spec("int", (P03,), "epochs without improvement before stopping", low=1),
     "transpose_semitones": Spec("int", (P03,), "random transposition of training sequences",
                                 low=0, high=48),
-    "device": Spec("str", (P03,), "where to train", pattern=r"auto|cpu|mps|cuda(:\d+)?",
+    "device": Spec("str", (P03,), "where to train", pattern=DEVICE_PATTERN,
                    pattern_text='"auto", "cpu", "cuda", "cuda:N" or "mps"'),
     # 04_generate
     "n_events": Spec("int", (P04,), "new events per variation", low=1, high=MAX_GENERATED_EVENTS),

@@ -241,25 +241,11 @@ class RunDir:
         if state not in STATES:
             raise ValueError(f"state must be one of {STATES}, not {state!r}")
         manifest = self.manifest()
-        _stamp(manifest)
+        manifest.setdefault("created", _now())  # versions and commit come with complete()
         manifest["status"] = {"state": state, "time": _now(), "pid": os.getpid(),
                               "error": " ".join(str(error).split()) if error else None}
         self.save_json("manifest.json", manifest)
         return manifest
-
-    def record_step(self, step: str, params: dict) -> None:
-        """Deprecated (records parameters before the step succeeds): use begin()/complete()."""
-        manifest = self.manifest()
-        _stamp(manifest)
-        manifest.setdefault("steps", {})[step] = params
-        self.save_json("manifest.json", manifest)
-
-    def update_metrics(self, section: str, values: dict) -> dict:
-        """Replace one section of metrics.json; returns the whole file's content."""
-        metrics = self._read("metrics.json")
-        metrics[section] = values
-        self.save_json("metrics.json", metrics)
-        return metrics
 
     def finish(self, extra: dict | None = None) -> dict:
         """Add input hashes and output hashes to the manifest (called at the end of a run)."""

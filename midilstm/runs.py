@@ -19,12 +19,13 @@ own 04_generate and 05_evaluate. A failing point is recorded and the others go o
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import itertools
 import json
-import math
+import logging
 import multiprocessing
 import os
 import re
@@ -191,25 +192,8 @@ def run_series(params: dict, out, *, series=SERIES, mode: str = "new", copy_from
         timings = dict(run.manifest().get("wall_seconds") or {})
         try:
             (run / "notebooks").mkdir(exist_ok=True)
-            for name in series:
-                mine = _for_notebook(params, name)
-                log(f"[{run.path.name}] {name} starts" + (f" {_shown(mine)}" if mine else ""))
-                start = time.perf_counter()
-                with open(run / "notebooks" / KERNEL_LOG, "a") as kernel_log:
-                    kernel_log.write(f"--- {name}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-                    kernel_log.flush()
-                    papermill.execute_notebook(
-                        str(NOTEBOOK_DIR / f"{name}.ipynb"),
-                        str(run / "notebooks" / f"{name}.ipynb"),
-                        parameters=plain({**mine, "run_dir": str(run.path)}, name),
-                        cwd=None,  # the kernel works where the command was typed: paths as typed
-                        kernel_name="python3", progress_bar=False,
-                        kernel_manager_class=_kernel_manager(kernel_log),
-                        stdout_file=_ProgressLines(f"[{run.path.name}] {name}", log))
-                timings[name] = round(time.perf_counter() - start, 2)
-                log(f"[{run.path.name}] {name} done in {timings[name]:.1f} s")
-                if name == "01_parse":
-                    _report_skipped(run, warn)
+            with _library_logs_to(run / "notebooks" / KERNEL_LOG):
+                _run_notebooks(run, params, series, timings, log, warn, papermill)
         except KeyboardInterrupt:
             run.set_status("interrupted")
             raise
@@ -223,6 +207,48 @@ def run_series(params: dict, out, *, series=SERIES, mode: str = "new", copy_from
         run.finish(extra)
         run.set_status("complete")
     return run.path
+
+
+def _run_notebooks(run, params, series, timings, log, warn, papermill) -> None:
+    """Execute ``series`` into ``run``, one notebook after the other, noting their wall times."""
+    for name in series:
+        mine = _for_notebook(params, name)
+        log(f"[{run.path.name}] {name} starts" + (f" {_shown(mine)}" if mine else ""))
+        start = time.perf_counter()
+        with open(run / "notebooks" / KERNEL_LOG, "a") as kernel_log:
+            kernel_log.write(f"--- {name}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+            kernel_log.flush()
+            papermill.execute_notebook(
+                str(NOTEBOOK_DIR / f"{name}.ipynb"),
+                str(run / "notebooks" / f"{name}.ipynb"),
+                parameters=plain({**mine, "run_dir": str(run.path)}, name),
+                cwd=None,  # the kernel works where the command was typed: paths as typed
+                kernel_name="python3", progress_bar=False,
+                kernel_manager_class=_kernel_manager(kernel_log),
+                stdout_file=_ProgressLines(f"[{run.path.name}] {name}", log))
+        timings[name] = round(time.perf_counter() - start, 2)
+        log(f"[{run.path.name}] {name} done in {timings[name]:.1f} s")
+        if name == "01_parse":
+            _report_skipped(run, warn)
+
+
+@contextlib.contextmanager
+def _library_logs_to(path):
+    """While notebooks run, the log records of papermill, nbclient and asyncio go to the kernel
+    log, not the terminal: after a Ctrl-C they would add "Kernel died ..." and a traceback to
+    the one line the command prints."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s: %(message)s"))
+    loggers = [logging.getLogger(name) for name in ("papermill", "nbclient", "asyncio")]
+    saved = [(logger.propagate, logger.handlers[:]) for logger in loggers]
+    for logger in loggers:
+        logger.handlers, logger.propagate = [handler], False
+    try:
+        yield
+    finally:
+        for logger, (propagate, handlers) in zip(loggers, saved):
+            logger.handlers, logger.propagate = handlers, propagate
+        handler.close()
 
 
 def _copy_run(source: Path, dest: Path) -> None:
@@ -707,6 +733,14 @@ def _error(text) -> None:
     print(f"error: {text}", file=sys.stderr, flush=True)
 
 
+def _interrupted(kept: str) -> int:
+    """Ctrl-C: one line saying what was kept, exit status 130. The process is ending, so the
+    notebook client's unfinished tasks (their kernel died with the signal) are not reported."""
+    logging.getLogger("asyncio").disabled = True  # "Task exception was never retrieved" at exit
+    print(f"interrupted: {kept}", file=sys.stderr, flush=True)
+    return 130
+
+
 def _cli_run(args) -> int:
     from .rundir import unique_run_name
 
@@ -720,9 +754,8 @@ def _cli_run(args) -> int:
     try:
         path = run_series(params, out, series=series, mode=_mode(args))
     except KeyboardInterrupt:
-        print(f"interrupted: {out} keeps the notebooks that finished and the partial one "
-              f"(status 'interrupted' in its manifest.json)", file=sys.stderr, flush=True)
-        return 130
+        return _interrupted(f"{out} keeps the notebooks that finished and the partial one "
+                            f"(status 'interrupted' in its manifest.json)")
     except MidilstmError as err:
         _error(err)
         return 1
@@ -746,8 +779,7 @@ def _cli_sweep(args) -> int:
             grid[name] = [parse_value(v, name) for v in values]
         if not grid:
             raise ParameterError("grid", "give one with -p NAME VALUE... or --grid FILE")
-        n_points = math.prod(len(v) for v in grid.values())
-        grid_points(grid)  # every point checked before the first runs
+        n_points = len(grid_points(grid))  # every point checked before the first runs
     except ParameterError as err:
         _error(err)
         return 2
@@ -755,9 +787,8 @@ def _cli_sweep(args) -> int:
     try:
         result = sweep(grid, args.out, jobs=args.jobs, mode=_mode(args))
     except KeyboardInterrupt:
-        print(f"interrupted: {args.out} keeps the points that finished; summary.csv lists them "
-              f"and the interrupted ones", file=sys.stderr, flush=True)
-        return 130
+        return _interrupted(f"{args.out} keeps the points that finished; summary.csv lists "
+                            f"them and the interrupted ones")
     except MidilstmError as err:
         _error(err)
         return 1

@@ -26,6 +26,7 @@ import copy
 import math
 import numbers
 import os
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .codec import HEADS, EventCodec
+from .constants import DEVICE_PATTERN
 from .data import NO_VALIDATION, count_targets, training_sequences, transpose
 from .errors import ParameterError
 from .model import ModelConfig, NoteLSTM
@@ -68,8 +70,9 @@ class TrainConfig:
         _check_positive("grad_clip", self.grad_clip)
         if self.threads is not None:
             _check_int("threads", self.threads, 1)
-        if not isinstance(self.device, str) or not self.device:
-            raise ParameterError("device", f"must be 'auto', 'cpu' or 'cuda', not {self.device!r}")
+        if not isinstance(self.device, str) or not re.fullmatch(DEVICE_PATTERN, self.device):
+            raise ParameterError("device", f"must be 'auto', 'cpu', 'mps' or 'cuda[:N]', "
+                                           f"not {self.device!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -225,3 +225,23 @@ def test_workers_must_be_positive(folder):
 
     with pytest.raises(ParameterError, match="parameter workers: must be >= 1, not 0"):
         read_corpus(folder, cache_dir=None, workers=0, progress=False)
+
+
+def test_a_fifo_in_the_folder_is_listed_as_bad_not_read(tmp_path):
+    import os
+    import threading
+
+    root = tmp_path / "songs"
+    root.mkdir()
+    os.mkfifo(root / "x.mid")  # hashing it with a plain read would block forever
+    outcome = []
+    reader = threading.Thread(target=lambda: outcome.append(
+        read_corpus(root, cache_dir=None, workers=1, progress=False)), daemon=True)
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():  # it blocked: unblock it (a writer that closes gives end of file)
+        with open(root / "x.mid", "wb"):
+            pass
+        reader.join(10)
+    assert outcome and outcome[0].bad == [(str(root / "x.mid"),
+                                           "not a regular file: it is a FIFO (named pipe)")]

@@ -211,7 +211,7 @@ def test_begin_validates_parameters_before_looking_at_files(run, defaults):
 
 
 def test_a_metrics_section_without_a_successful_step_is_marked(run, defaults):
-    run.update_metrics("train", {"val_nll": 3.0})  # left by an older or failed run
+    run.save_json("metrics.json", {"train": {"val_nll": 3.0}})  # left by an older or failed run
     fake_step(run, "01_parse", defaults)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["train"]["stale"] == "not recorded by a successful 03_train"

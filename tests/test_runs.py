@@ -161,7 +161,7 @@ def fake_series(monkeypatch):
             raise RuntimeError("boom at high temperature")
         if params.get("n_time_bins") == 7:
             raise RuntimeError("boom in 02")
-        RunDir(out).update_metrics("train", {"val_nll": 4.0 + params.get("temperature", 1)})
+        RunDir(out).save_json("metrics.json", {"train": {"val_nll": 4.0 + params.get("temperature", 1)}})
         return Path(out)
 
     monkeypatch.setattr(runs, "run_series", fake)
