@@ -5,7 +5,7 @@
 * ``delta_s``  seconds since the previous event (>= 0)
 
 Events live in a numpy structured array (``EVENT_DTYPE``) so a million of them cost 12 MB and
-the helpers below are vectorised. Notes (``NOTE_DTYPE``: start, end, pitch, velocity) are the
+most helpers below are vectorised. Notes (``NOTE_DTYPE``: start, end, pitch, velocity) are the
 other view of the same music, used for piano rolls, metrics and MIDI writing. The stream knows
 pitch only, so notes that overlap on one pitch are first made one key's notes (``strike_again``:
 the piano's rule); then ``events_to_notes(notes_to_events(notes))`` gives the same notes back,
