@@ -2,6 +2,7 @@
 
     .venv/bin/python music/make_corpus.py          # once: the Bach chorales in corpus/bach/
     OMP_NUM_THREADS=1 .venv/bin/python bench/corpus_bench.py [--corpus corpus/bach] [--quick]
+        [--parts reading,training,memory] [--epochs 4]
 
 Measures (medians of ``--repeats`` where timing is short):
 
@@ -10,11 +11,16 @@ Measures (medians of ``--repeats`` where timing is short):
   so the rest is writing the cache entries);
 * the faster reader: symusic against ``read_midi`` (mido) on every file, notes compared under
   our rules (``bench/reader_agreement.py``) and both timed;
-* training speed: events/s of ``midilstm.batch`` at batch 16, 64 and 256, and of ``train.train``
-  with ``TrainConfig()`` (one thread, today's default) and with ``TrainConfig(threads=None)``
-  under torch's default thread count (a fresh process without ``OMP_NUM_THREADS``: the issue's
-  "today"), on the same pieces and model;
-* validation NLL on the held-out pieces after the same wall time as each of those epochs;
+* where training speed comes from: events/s of ``python -m midilstm.batch train`` in one
+  process on the lesson's network with one-hot or embedding input, in float32 or bfloat16,
+  and the defaults at batch 16, 64 and 256;
+* training against the single-piece trainer, on the same pieces, in turns: ``--epochs`` epochs
+  of ``train.train(TrainConfig())`` (one thread, today's default), then the corpus trainer's
+  defaults for the same wall time in 1 process and in 2 (``torchrun``); ``TrainConfig(
+  threads=None)`` under torch's default thread count (a fresh process without
+  ``OMP_NUM_THREADS``: the issue's "today"), then the corpus trainer in 2 processes for that
+  wall time. Events/s and validation NLL on the held-out pieces after the same time. One more
+  turn runs beside two busy loops, as on a shared machine;
 * peak memory (max RSS of a fresh process) training on a corpus of 1,000,000 notes (the Bach
   pieces repeated under new names, saved and memory-mapped).
 
@@ -43,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from midilstm.baselines import baseline_table  # noqa: E402
+from midilstm.checkpoint import load_checkpoint  # noqa: E402
 from midilstm.batch import CorpusTrainConfig, train_corpus  # noqa: E402
 from midilstm.codec import EventCodec  # noqa: E402
 from midilstm.corpus import Corpus, load_corpus, read_corpus, split_names  # noqa: E402
@@ -52,7 +59,8 @@ from midilstm.model import ModelConfig  # noqa: E402
 from midilstm.parse import Selection, expand_sources, read_midi  # noqa: E402
 from midilstm.train import TrainConfig, train  # noqa: E402
 
-MODEL = {"hidden_size": 128, "num_layers": 1}  # TrainConfig()'s model: the lesson's network
+PARTS = ("reading", "training", "memory")
+LESSON = {"hidden_size": 128, "num_layers": 1}  # TrainConfig()'s model: the lesson's network
 
 
 def timed(func):
@@ -151,67 +159,102 @@ def baseline_codes(corpus: Corpus):
             [codec.encode(corpus.piece(i)) for i in val_idx])
 
 
-def one_epoch(corpus: Corpus, config: TrainConfig) -> dict:
-    """One epoch of ``train.train`` on the corpus's training pieces, validated on the held-out
-    ones: its wall time, events/s and validation NLL."""
+def baseline_run(corpus: Corpus, config: TrainConfig) -> dict:
+    """``train.train`` on the corpus's training pieces for ``config.epochs`` epochs, validated on
+    the held-out ones after each: its training wall time, events/s and last validation NLL."""
     codec, train_codes, val_codes = baseline_codes(corpus)
-    n_train = sum(len(c) - 1 for c in train_codes)
-    ckpt = train(codec, train_codes, val_codes, config, ModelConfig(sizes=codec.sizes, **MODEL),
+    ckpt = train(codec, train_codes, val_codes, config, ModelConfig(sizes=codec.sizes, **LESSON),
                  progress=False)
-    wall = ckpt.history[0]["seconds"]
+    seconds = sum(h["seconds"] for h in ckpt.history)
     import torch
-    return {"seconds": wall, "events_per_s": n_train / wall,
-            "val_nll": ckpt.history[0]["val"]["nll"], "threads": torch.get_num_threads()}
+    return {"seconds": seconds, "events_per_s": sum(h["events"] for h in ckpt.history) / seconds,
+            "val_nll": ckpt.history[-1]["val"]["nll"], "threads": torch.get_num_threads()}
 
 
-def default_threads_child(directory: str) -> None:
-    """In a fresh process without OMP_NUM_THREADS: one epoch with torch's own thread count."""
-    print(json.dumps(one_epoch(load_corpus(directory), TrainConfig(epochs=1, threads=None))))
+def default_threads_child(directory: str, epochs: int) -> None:
+    """In a fresh process without OMP_NUM_THREADS: torch's own thread count."""
+    config = TrainConfig(epochs=epochs, patience=epochs, threads=None)
+    print(json.dumps(baseline_run(load_corpus(directory), config)))
 
 
-def corpus_same_time(corpus: Corpus, seconds: float) -> dict:
-    ours = train_corpus(corpus, CorpusTrainConfig(steps=10**9, eval_every=25,
-                                                  time_budget_s=seconds), MODEL, progress=False)
-    return {"events_per_s": statistics.median(h["events_per_s"] for h in ours.history),
-            "val_nll": ours.history[-1]["val"]["nll"], "seconds": ours.history[-1]["seconds"]}
+def corpus_run(directory: Path, seconds: float, processes: int = 1, steps: int | None = None,
+               eval_every: int = 25, **options) -> dict:
+    """``python -m midilstm.batch train`` (under torchrun for 2+ processes) on the saved corpus
+    with its defaults (plus ``options`` as command-line flags) until the first validation after
+    ``seconds`` of training (or ``steps``): median events/s and the last validation NLL."""
+    with tempfile.TemporaryDirectory() as tmp:
+        flags = ["--data", str(directory), "--out", f"{tmp}/m.pt", "--eval-every", str(eval_every),
+                 "--steps", str(steps or 10**9)]
+        flags += ["--time-budget-s", str(seconds)] if steps is None else []
+        for name, value in options.items():
+            flags += [f"--{name.replace('_', '-')}", str(value)]
+        launcher = [sys.executable, "-m", "midilstm.batch"] if processes == 1 else [
+            sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={processes}", "-m", "midilstm.batch"]
+        subprocess.run(launcher + ["train"] + flags, check=True, capture_output=True, cwd=ROOT,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+        history = load_checkpoint(f"{tmp}/m.pt").history
+    return {"events_per_s": statistics.median(h["events_per_s"] for h in history),
+            "val_nll": history[-1]["val"]["nll"], "seconds": history[-1]["seconds"],
+            "processes": processes}
 
 
-def bench_training(corpus: Corpus, directory: Path, rounds: int, sweep_events: int) -> dict:
-    """Events/s at three batch sizes; then, ``rounds`` times in turn (the machine is shared:
-    turns spread the noise over all), one epoch of ``train.train(TrainConfig())`` and the
-    corpus trainer's defaults for the same wall time, then one epoch of
-    ``TrainConfig(threads=None)`` in a process with torch's default threads and the corpus
-    trainer for that wall time. All validated on the held-out pieces; medians of the rounds."""
+def busy_loops(n: int):
+    """``n`` processes spinning (what other jobs on a shared machine do); kill them after."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def bench_training(corpus: Corpus, directory: Path, rounds: int, epochs: int,
+                   speed_sequences: int) -> dict:
+    """Where the speed comes from (1 process, events/s of the lesson's network with one-hot
+    or embedding input, float32 or bfloat16, and the defaults at batch 64 and 256); then,
+    ``rounds`` times in turn (the machine is shared: turns spread the noise over all) and once
+    more beside two busy loops: ``epochs`` epochs of ``train.train(TrainConfig())``, the corpus
+    trainer's defaults for the same wall time in 1 and 2 processes, ``epochs`` epochs of
+    ``TrainConfig(threads=None)`` in a process with torch's default threads, and the corpus
+    trainer in 2 processes for that wall time. All validated on the held-out pieces."""
     codec, train_codes, val_codes = baseline_codes(corpus)
-    out = {"train_events": sum(len(c) - 1 for c in train_codes)}
-    for batch in (16, 64, 256):
-        steps = max(4, sweep_events // (batch * 64))
-        best = train_corpus(corpus, CorpusTrainConfig(steps=steps, batch_size=batch,
-                                                      eval_every=steps), MODEL, progress=False)
-        out[f"batch_{batch}_events_per_s"] = best.history[-1]["events_per_s"]
+    out = {"train_events": sum(len(c) - 1 for c in train_codes), "epochs": epochs,
+           "factors": {}}
+    for label, options in {"one_hot float32": {"input_mode": "one_hot", "precision": "float32"},
+                           "one_hot bfloat16": {"input_mode": "one_hot",
+                                                "precision": "bfloat16"},
+                           "embedding float32": {"precision": "float32"},
+                           "embedding bfloat16 (defaults)": {},
+                           "defaults, batch 64": {"batch_size": 64},
+                           "defaults, batch 256": {"batch_size": 256}}.items():
+        batch = options.get("batch_size", 16)
+        steps = max(8, speed_sequences // batch)
+        out["factors"][label] = corpus_run(directory, 0, steps=steps, eval_every=steps,
+                                           **options)["events_per_s"]
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    rows = {"one_thread": [], "corpus": [], "default_threads": [], "corpus_vs_default_threads": []}
-    for _ in range(rounds):
-        rows["one_thread"].append(one_epoch(corpus, TrainConfig(epochs=1)))
-        rows["corpus"].append(corpus_same_time(corpus, rows["one_thread"][-1]["seconds"]))
-        child = subprocess.run([sys.executable, __file__, "--threads-child", str(directory)],
-                               check=True, capture_output=True, text=True, env=env).stdout
-        rows["default_threads"].append(json.loads(child.strip().splitlines()[-1]))
-        rows["corpus_vs_default_threads"].append(
-            corpus_same_time(corpus, rows["default_threads"][-1]["seconds"]))
+    rows = {f"{name}{load}": [] for load in ("", " loaded")
+            for name in ("TrainConfig()", "corpus 1 process", "corpus 2 processes",
+                         "TrainConfig(threads=None)", "corpus 2 processes, same time as threads=None")}
+    for turn in range(rounds + 1):
+        load, loops = ("", []) if turn < rounds else (" loaded", busy_loops(2))
+        try:
+            base = baseline_run(corpus, TrainConfig(epochs=epochs, patience=epochs))
+            rows[f"TrainConfig(){load}"].append(base)
+            if not load:
+                rows["corpus 1 process"].append(corpus_run(directory, base["seconds"]))
+            rows[f"corpus 2 processes{load}"].append(corpus_run(directory, base["seconds"], 2))
+            child = subprocess.run([sys.executable, __file__, "--threads-child", str(directory),
+                                    "--epochs", str(epochs)], check=True, capture_output=True,
+                                   text=True, env=env).stdout
+            default = json.loads(child.strip().splitlines()[-1])
+            rows[f"TrainConfig(threads=None){load}"].append(default)
+            rows[f"corpus 2 processes, same time as threads=None{load}"].append(
+                corpus_run(directory, default["seconds"], 2))
+        finally:
+            for loop in loops:
+                loop.kill()
     table = baseline_table(train_codes, val_codes, codec.sizes)
     out["held_out_nll"] = {name: table[name]["nll"] for name in ("unigram", "bigram")}
-    configs = {"one_thread": "TrainConfig(): batch 16, lr 1e-2, 1 thread, one epoch",
-               "corpus": "CorpusTrainConfig(): batch 16, lr 1e-2, 1 thread, same time",
-               "default_threads": "TrainConfig(threads=None), torch's default threads, one epoch",
-               "corpus_vs_default_threads": "CorpusTrainConfig(), same time as threads=None"}
-    for name, runs in rows.items():
-        out[name] = {"config": configs[name], "rounds": runs,
-                     **{k: statistics.median(r[k] for r in runs) for k in runs[0]}}
-    ours_default, default = out["corpus_vs_default_threads"], out["default_threads"]
-    out["speedup_vs_one_thread"] = out["corpus"]["events_per_s"] / out["one_thread"][
-        "events_per_s"]
-    out["speedup_vs_default_threads"] = ours_default["events_per_s"] / default["events_per_s"]
+    out["rows"] = {name: {"rounds": runs, "threads": runs[0].get("threads"),
+                          **{k: statistics.median(r[k] for r in runs)
+                             for k in ("seconds", "events_per_s", "val_nll")}}
+                   for name, runs in rows.items() if runs}
     return out
 
 
@@ -230,7 +273,7 @@ def million_note_corpus(corpus: Corpus, directory: Path, notes: int = 1_000_000)
 def memory_child(directory: str) -> None:
     """Run in a fresh process: train a few steps on the saved corpus, print max RSS (MB)."""
     corpus = load_corpus(directory)
-    train_corpus(corpus, CorpusTrainConfig(steps=30, batch_size=64, eval_every=30), MODEL,
+    train_corpus(corpus, CorpusTrainConfig(steps=30, batch_size=64, eval_every=30),
                  progress=False)
     print(json.dumps({"notes": int(np.sum(corpus.events["velocity"] > 0)),
                       "events": len(corpus.events),
@@ -250,14 +293,19 @@ def main(argv=None) -> int:
     parser.add_argument("--corpus", type=Path, default=ROOT / "corpus" / "bach")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="fewer repeats and epochs")
+    parser.add_argument("--parts", type=lambda text: tuple(text.split(",")), default=PARTS,
+                        help="comma-separated subset of reading,training,memory (the others "
+                             "are kept from the last results file)")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     parser.add_argument("--threads-child", help=argparse.SUPPRESS)
+    parser.add_argument("--epochs", type=int, default=4,
+                        help="epochs of TrainConfig() per training comparison (about 5 s each)")
     args = parser.parse_args(argv)
     if args.memory_child:
         memory_child(args.memory_child)
         return 0
     if args.threads_child:
-        default_threads_child(args.threads_child)
+        default_threads_child(args.threads_child, args.epochs)
         return 0
     if not args.corpus.exists():
         print(f"error: {args.corpus}: no corpus; build it with music/make_corpus.py",
@@ -268,46 +316,59 @@ def main(argv=None) -> int:
     warm_up = read_corpus(args.corpus, cache_dir=None, workers=1, progress=False)
     train_corpus(warm_up.subset(range(4)), CorpusTrainConfig(steps=2, batch_size=2, eval_every=2),
                  {"hidden_size": 8}, progress=False)  # one-time imports (torch's first step)
-    results = {"reading": bench_reading(args.corpus, repeats),
-               "reader_choice": bench_reader_choice(args.corpus, min(repeats, 3))}
+    path = ROOT / "bench" / "results" / "corpus_bench.json"
+    results = json.loads(path.read_text()) if path.exists() and args.parts != PARTS else {}
+    if "reading" in args.parts:
+        results["reading"] = bench_reading(args.corpus, repeats)
+        results["reader_choice"] = bench_reader_choice(args.corpus, min(repeats, 3))
     corpus = read_corpus(args.corpus, cache_dir=None, workers=2, progress=False)
-    with tempfile.TemporaryDirectory() as tmp:
-        corpus.save(tmp)
-        results["training"] = bench_training(corpus, Path(tmp), min(repeats, 3),
-                                             100_000 if args.quick else 200_000)
-    results["memory"] = bench_memory(corpus)
+    if "training" in args.parts:
+        with tempfile.TemporaryDirectory() as tmp:
+            corpus.save(tmp)
+            results["training"] = bench_training(corpus, Path(tmp), min(repeats, 3),
+                                                 1 if args.quick else args.epochs,
+                                                 1600 if args.quick else 3200)
+    if "memory" in args.parts:
+        results["memory"] = bench_memory(corpus)
     results["load_average"] = {"start": load_start, "end": os.getloadavg()}
-    write_json_atomic(ROOT / "bench" / "results" / "corpus_bench.json", results)
+    write_json_atomic(path, results)
     print(report(results))
     return 0
 
 
 def report(results: dict) -> str:
     r, c, t, m = (results[k] for k in ("reading", "reader_choice", "training", "memory"))
-    one, ours, default, ours_d = t["one_thread"], t["corpus"], t["default_threads"], \
-        t["corpus_vs_default_threads"]
-    load = results["load_average"]
-    return f"""
-load average (1, 5, 15 min): start {load['start'][0]:.1f} {load['start'][1]:.1f} {load['start'][2]:.1f}, end {load['end'][0]:.1f} {load['end'][1]:.1f} {load['end'][2]:.1f}
-
-| measure | value | target |
-|---|---|---|
-| corpus | {r['files']} files, {r['events']:,} events | >= 300 pieces, >= 200,000 events |
-| cold read, 1 worker / 2 workers | {r['cold_1_worker_s']:.2f} s / {r['cold_2_workers_s']:.2f} s = {r['speedup_2_workers']:.2f}x ({r['megabytes']:.1f} MB) | >= 1.7x |
-| cores used by the 2-worker cold read (CPU s / wall s) | {r['cores_used_2_workers']:.2f} (rounds: {', '.join(f"{x:.2f}" for x in r['rounds']['cores_used_2_workers'])}) | |
-| of which: hashing / parsing 1 worker / parsing 2 workers (no cache) | {r['hash_s']:.2f} s / {r['parse_1_worker_s']:.2f} s / {r['parse_2_workers_s']:.2f} s = {r['speedup_2_workers_no_cache']:.2f}x | |
-| writing the cache (cold 1 worker minus parsing) | {r['cache_write_1_worker_s']:.2f} s | |
-| warm cache / cold (2 workers) | {r['warm_s'] * 1000:.0f} ms = {r['speedup_warm']:.0f}x faster | >= 50x |
-| symusic: files whose notes agree with read_midi | {c['agree']} / {c['files']} ({c['notes']:,} notes) | |
-| read_midi / symusic / symusic + our rules, all files | {c['read_midi_s']:.2f} s / {c['symusic_s']:.2f} s / {c['symusic_with_rules_s']:.2f} s = {c['speedup_symusic']:.0f}x / {c['speedup_symusic_with_rules']:.1f}x | |
-| training events/s: TrainConfig(threads=None), {default['threads']:.0f} threads / corpus defaults | {default['events_per_s']:,.0f} / {ours_d['events_per_s']:,.0f} = {t['speedup_vs_default_threads']:.2f}x (rounds: {', '.join(f"{r['events_per_s']:,.0f}" for r in default['rounds'])}) | >= 5x |
-| validation NLL after {default['seconds']:.0f} s: threads=None / corpus | {default['val_nll']:.3f} / {ours_d['val_nll']:.3f} nats per event | no worse |
-| training events/s: TrainConfig() (1 thread) / corpus defaults | {one['events_per_s']:,.0f} / {ours['events_per_s']:,.0f} = {t['speedup_vs_one_thread']:.2f}x | |
-| validation NLL after {one['seconds']:.1f} s: TrainConfig() / corpus | {one['val_nll']:.3f} / {ours['val_nll']:.3f} nats per event | no worse |
-| training events/s: batch 16 / 64 / 256 | {t['batch_16_events_per_s']:,.0f} / {t['batch_64_events_per_s']:,.0f} / {t['batch_256_events_per_s']:,.0f} | |
-| held-out NLL (nats/event): unigram / bigram | {t['held_out_nll']['unigram']:.3f} / {t['held_out_nll']['bigram']:.3f} | |
-| peak memory training on {m['notes']:,} notes | {m['max_rss_mb']:.0f} MB | <= 1,500 MB |
-"""
+    rows, load = t["rows"], results["load_average"]
+    base, ours1 = rows["TrainConfig()"], rows["corpus 1 process"]
+    f = t["factors"]
+    lines = [f"load average (1, 5, 15 min): start {' '.join(f'{x:.1f}' for x in load['start'])}"
+             f", end {' '.join(f'{x:.1f}' for x in load['end'])}", "",
+             "| measure | value | target |", "|---|---|---|",
+             f"| corpus | {r['files']} files, {r['events']:,} events | >= 300 pieces, >= 200,000 events |",
+             f"| cold read, 1 worker / 2 workers | {r['cold_1_worker_s']:.2f} s / {r['cold_2_workers_s']:.2f} s = {r['speedup_2_workers']:.2f}x ({r['megabytes']:.1f} MB) | >= 1.7x |",
+             f"| cores used by the 2-worker cold read (CPU s / wall s) | {r['cores_used_2_workers']:.2f} | |",
+             f"| hashing / parsing 1 worker / parsing 2 workers (no cache) | {r['hash_s']:.2f} s / {r['parse_1_worker_s']:.2f} s / {r['parse_2_workers_s']:.2f} s = {r['speedup_2_workers_no_cache']:.2f}x | |",
+             f"| warm cache / cold (2 workers) | {r['warm_s'] * 1000:.0f} ms = {r['speedup_warm']:.0f}x faster | >= 50x |",
+             f"| symusic: files whose notes agree with read_midi | {c['agree']} / {c['files']} ({c['notes']:,} notes) | |",
+             f"| read_midi / symusic / symusic + our rules | {c['read_midi_s']:.2f} s / {c['symusic_s']:.2f} s / {c['symusic_with_rules_s']:.2f} s = {c['speedup_symusic']:.0f}x / {c['speedup_symusic_with_rules']:.1f}x | |",
+             "| events/s, 1 process, batch 16: one-hot fp32 / one-hot bf16 / embedding fp32 / "
+             "embedding bf16 (defaults) | " + " / ".join(f"{f[k]:,.0f}" for k in list(f)[:4])
+             + " | |",
+             f"| events/s, defaults at batch 16 / 64 / 256 | {f[list(f)[3]]:,.0f} / {f['defaults, batch 64']:,.0f} / {f['defaults, batch 256']:,.0f} | |"]
+    for load_label, suffix in (("", ""), (" beside 2 busy loops", " loaded")):
+        b, o2 = rows[f"TrainConfig(){suffix}"], rows[f"corpus 2 processes{suffix}"]
+        d, od = rows[f"TrainConfig(threads=None){suffix}"], rows[
+            f"corpus 2 processes, same time as threads=None{suffix}"]
+        lines += [
+            f"| events/s{load_label}: TrainConfig() / corpus, 2 processes | {b['events_per_s']:,.0f} / {o2['events_per_s']:,.0f} = {o2['events_per_s'] / b['events_per_s']:.2f}x | >= 5x |",
+            f"| held-out NLL after {b['seconds']:.0f} s{load_label}: TrainConfig() / corpus | {b['val_nll']:.3f} / {o2['val_nll']:.3f} nats per event | no worse |",
+            f"| events/s{load_label}: TrainConfig(threads=None), {d['threads']} threads / corpus, 2 processes | {d['events_per_s']:,.0f} / {od['events_per_s']:,.0f} = {od['events_per_s'] / d['events_per_s']:.2f}x | >= 5x |",
+            f"| held-out NLL after {d['seconds']:.0f} s{load_label}: threads=None / corpus | {d['val_nll']:.3f} / {od['val_nll']:.3f} nats per event | no worse |"]
+    lines += [
+        f"| events/s: TrainConfig() / corpus, 1 process | {base['events_per_s']:,.0f} / {ours1['events_per_s']:,.0f} = {ours1['events_per_s'] / base['events_per_s']:.2f}x (NLL {base['val_nll']:.3f} / {ours1['val_nll']:.3f}) | |",
+        f"| held-out NLL (nats/event): unigram / bigram | {t['held_out_nll']['unigram']:.3f} / {t['held_out_nll']['bigram']:.3f} | |",
+        f"| peak memory training on {m['notes']:,} notes | {m['max_rss_mb']:.0f} MB | <= 1,500 MB |"]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

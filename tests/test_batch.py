@@ -1,6 +1,7 @@
 """Corpus training from the command line: windows that never cross pieces, training that learns,
 checkpoints that generate, and DDP with 2 gloo processes matching 1 process."""
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -140,8 +141,9 @@ def test_report_refuses_a_corpus_without_the_held_out_pieces(corpus_dir, tmp_pat
 
 # --- DDP: 2 gloo processes on CPU against 1 process with the same global batch ---------------
 
-DDP_CONFIG = CorpusTrainConfig(steps=8, batch_size=8, seq_len=24, lr=5e-3, eval_every=4,
-                               transpose_semitones=0)  # no per-rank randomness: comparable
+# batch_size is per process: 2 x 4 windows against 1 x 8. float32, no per-rank randomness.
+DDP_CONFIG = CorpusTrainConfig(steps=8, batch_size=4, seq_len=24, lr=5e-3, eval_every=4,
+                               transpose_semitones=0, precision="float32")
 DDP_MODEL = {"hidden_size": 24, "dropout": 0.0}
 
 
@@ -156,7 +158,8 @@ def _ddp_rank(rank, world, rendezvous, corpus_dir, out):
 
 
 def test_two_gloo_processes_match_one_process(corpus_dir, tmp_path):
-    one = train_corpus(load_corpus(corpus_dir), DDP_CONFIG, DDP_MODEL, progress=False)
+    one = train_corpus(load_corpus(corpus_dir), replace(DDP_CONFIG, batch_size=8), DDP_MODEL,
+                       progress=False)
     mp.start_processes(_ddp_rank, args=(2, str(tmp_path / "rdv"), str(corpus_dir),
                                         str(tmp_path / "ddp.pt")), nprocs=2, join=True,
                        start_method="spawn")
@@ -173,6 +176,52 @@ def test_two_gloo_processes_match_one_process(corpus_dir, tmp_path):
     # and not trivially: training moved the weights much further than the tolerance
     fresh = torch.nn.utils.parameters_to_vector(one.model.parameters())
     torch.manual_seed(0)
-    from midilstm.model import ModelConfig, NoteLSTM
-    init = NoteLSTM(ModelConfig(sizes=one.codec.sizes, **DDP_MODEL))
+    from midilstm.model import NoteLSTM
+    init = NoteLSTM(one.model.config)
     assert (fresh - torch.nn.utils.parameters_to_vector(init.parameters())).abs().max() > 1e-2
+
+
+# --- mixed precision ---------------------------------------------------------------------------
+
+def test_bfloat16_training_learns_like_float32_and_keeps_float32_weights(corpus_dir):
+    corpus = load_corpus(corpus_dir)
+    config = CorpusTrainConfig(steps=60, batch_size=8, seq_len=32, eval_every=30)
+    runs = {p: train_corpus(corpus, replace(config, precision=p), {"hidden_size": 32},
+                            progress=False) for p in ("float32", "bfloat16")}
+    for precision, best in runs.items():
+        assert best.params["precision"] == precision
+        assert all(w.dtype == torch.float32 for w in best.model.state_dict().values())
+    full, mixed = (runs[p].history[-1]["val"]["nll"] for p in ("float32", "bfloat16"))
+    first = runs["bfloat16"].history[0]["val"]["nll"]
+    # bfloat16 keeps 8 bits of mantissa: the runs differ, but learn the same amount
+    assert mixed < first and abs(mixed - full) < 0.1 * full
+    assert runs["bfloat16"].history != runs["float32"].history
+
+
+def test_auto_precision_is_bfloat16_only_where_the_hardware_has_it(corpus_dir, monkeypatch):
+    import midilstm.batch as batch
+    corpus = load_corpus(corpus_dir)
+    config = CorpusTrainConfig(steps=2, batch_size=2, seq_len=8, eval_every=2)
+    assert config.precision == "auto"
+    assert batch.native_bfloat16(torch.device("cpu")) in (True, False)
+    for native, expected in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(batch, "native_bfloat16", lambda device, native=native: native)
+        best = train_corpus(corpus, config, {"hidden_size": 8}, progress=False)
+        assert best.params["precision"] == expected
+    with pytest.raises(ParameterError, match="precision: must be one of auto, float32, bfloat16"):
+        CorpusTrainConfig(precision="float16")
+
+
+def test_the_loss_without_statistics_is_the_same_loss():
+    from midilstm.model import ModelConfig, NoteLSTM
+    from midilstm.train import sequence_loss
+    torch.manual_seed(0)
+    model = NoteLSTM(ModelConfig(sizes=(20, 8, 6), hidden_size=16)).eval()
+    batch = torch.stack([torch.randint(0, n, (3, 11)) for n in (20, 8, 6)], dim=-1)
+    with_stats, stats = sequence_loss(model, batch)
+    without, none = sequence_loss(model, batch, stats=False)
+    assert none is None and len(stats) == 3 and without.item() == with_stats.item()
+    # and both are the mean over steps of the summed per-head NLL, computed independently
+    log_probs, _ = model(batch[:, :-1])
+    by_hand = sum(-lp.gather(-1, batch[:, 1:, i, None]).mean() for i, lp in enumerate(log_probs))
+    torch.testing.assert_close(without, by_hand)
