@@ -21,6 +21,9 @@ Measures (medians of ``--repeats`` where timing is short):
   ``OMP_NUM_THREADS``: the issue's "today"), then the corpus trainer in 2 processes for that
   wall time. Events/s and validation NLL on the held-out pieces after the same time. One more
   turn runs beside two busy loops, as on a shared machine;
+* ``--parts long`` (about 10 min): ``--long-epochs`` epochs of ``TrainConfig()`` against the
+  corpus trainer in 2 processes for the same wall time, validation NLL over time drawn in
+  ``docs/corpus_vs_train.png``;
 * peak memory (max RSS of a fresh process) training on a corpus of 1,000,000 notes (the Bach
   pieces repeated under new names, saved and memory-mapped).
 
@@ -59,7 +62,7 @@ from midilstm.model import ModelConfig  # noqa: E402
 from midilstm.parse import Selection, expand_sources, read_midi  # noqa: E402
 from midilstm.train import TrainConfig, train  # noqa: E402
 
-PARTS = ("reading", "training", "memory")
+PARTS = ("reading", "training", "memory")  # and "long", only when asked for
 LESSON = {"hidden_size": 128, "num_layers": 1}  # TrainConfig()'s model: the lesson's network
 
 
@@ -168,7 +171,9 @@ def baseline_run(corpus: Corpus, config: TrainConfig) -> dict:
     seconds = sum(h["seconds"] for h in ckpt.history)
     import torch
     return {"seconds": seconds, "events_per_s": sum(h["events"] for h in ckpt.history) / seconds,
-            "val_nll": ckpt.history[-1]["val"]["nll"], "threads": torch.get_num_threads()}
+            "val_nll": ckpt.history[-1]["val"]["nll"], "threads": torch.get_num_threads(),
+            "curve": [(float(t), h["val"]["nll"]) for t, h in zip(
+                np.cumsum([h["seconds"] for h in ckpt.history]), ckpt.history)]}
 
 
 def default_threads_child(directory: str, epochs: int) -> None:
@@ -191,12 +196,16 @@ def corpus_run(directory: Path, seconds: float, processes: int = 1, steps: int |
         launcher = [sys.executable, "-m", "midilstm.batch"] if processes == 1 else [
             sys.executable, "-m", "torch.distributed.run", "--standalone",
             f"--nproc_per_node={processes}", "-m", "midilstm.batch"]
-        subprocess.run(launcher + ["train"] + flags, check=True, capture_output=True, cwd=ROOT,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
-        history = load_checkpoint(f"{tmp}/m.pt").history
+        done = subprocess.run(launcher + ["train"] + flags, capture_output=True, text=True,
+                              cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        if done.returncode:
+            sys.exit(f"corpus training failed ({' '.join(flags)}):\n{done.stderr[-2000:]}")
+        ckpt = load_checkpoint(f"{tmp}/m.pt")
+    history = ckpt.history
     return {"events_per_s": statistics.median(h["events_per_s"] for h in history),
             "val_nll": history[-1]["val"]["nll"], "seconds": history[-1]["seconds"],
-            "processes": processes}
+            "processes": processes, "precision": ckpt.params["precision"],
+            "curve": [(h["seconds"], h["val"]["nll"]) for h in history]}
 
 
 def busy_loops(n: int):
@@ -225,8 +234,9 @@ def bench_training(corpus: Corpus, directory: Path, rounds: int, epochs: int,
                            "defaults, batch 256": {"batch_size": 256}}.items():
         batch = options.get("batch_size", 16)
         steps = max(8, speed_sequences // batch)
-        out["factors"][label] = corpus_run(directory, 0, steps=steps, eval_every=steps,
-                                           **options)["events_per_s"]
+        run = corpus_run(directory, 0, steps=steps, eval_every=steps, **options)
+        out["factors"][label] = run["events_per_s"]
+        out["factors_precision"] = {**out.get("factors_precision", {}), label: run["precision"]}
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     rows = {f"{name}{load}": [] for load in ("", " loaded")
             for name in ("TrainConfig()", "corpus 1 process", "corpus 2 processes",
@@ -256,6 +266,28 @@ def bench_training(corpus: Corpus, directory: Path, rounds: int, epochs: int,
                              for k in ("seconds", "events_per_s", "val_nll")}}
                    for name, runs in rows.items() if runs}
     return out
+
+
+def bench_long(corpus: Corpus, directory: Path, epochs: int) -> dict:
+    """Minutes, not seconds: ``epochs`` epochs of ``TrainConfig()``, then the corpus trainer in
+    2 processes for the same wall time; validation NLL over time, drawn in
+    ``docs/corpus_vs_train.png``."""
+    base = baseline_run(corpus, TrainConfig(epochs=epochs, patience=epochs))
+    ours = corpus_run(directory, base["seconds"], 2, eval_every=250)
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for run, label in ((base, "train.train(TrainConfig()), 1 process"),
+                       (ours, "python -m midilstm train defaults, torchrun 2 processes")):
+        ax.plot(*zip(*run["curve"]), "o-", ms=2, label=f"{label}: {run['events_per_s']:,.0f} "
+                                                       f"events/s")
+    ax.set(xlabel="training wall time (s, validation excluded)", ylabel="held-out NLL (nats/event)",
+           title="Bach chorales, 40 held-out pieces")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(ROOT / "docs" / "corpus_vs_train.png", dpi=80)
+    return {"epochs": epochs, "TrainConfig()": base, "corpus 2 processes": ours}
 
 
 def million_note_corpus(corpus: Corpus, directory: Path, notes: int = 1_000_000) -> Path:
@@ -294,8 +326,11 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="fewer repeats and epochs")
     parser.add_argument("--parts", type=lambda text: tuple(text.split(",")), default=PARTS,
-                        help="comma-separated subset of reading,training,memory (the others "
-                             "are kept from the last results file)")
+                        help="comma-separated subset of reading,training,memory,long (the "
+                             "others are kept from the last results file; 'long' only runs "
+                             "when named)")
+    parser.add_argument("--long-epochs", type=int, default=60,
+                        help="epochs of TrainConfig() in the 'long' part (about 4.5 s each)")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     parser.add_argument("--threads-child", help=argparse.SUPPRESS)
     parser.add_argument("--epochs", type=int, default=4,
@@ -317,7 +352,7 @@ def main(argv=None) -> int:
     train_corpus(warm_up.subset(range(4)), CorpusTrainConfig(steps=2, batch_size=2, eval_every=2),
                  {"hidden_size": 8}, progress=False)  # one-time imports (torch's first step)
     path = ROOT / "bench" / "results" / "corpus_bench.json"
-    results = json.loads(path.read_text()) if path.exists() and args.parts != PARTS else {}
+    results = json.loads(path.read_text()) if path.exists() else {}  # parts not run are kept
     if "reading" in args.parts:
         results["reading"] = bench_reading(args.corpus, repeats)
         results["reader_choice"] = bench_reader_choice(args.corpus, min(repeats, 3))
@@ -328,6 +363,10 @@ def main(argv=None) -> int:
             results["training"] = bench_training(corpus, Path(tmp), min(repeats, 3),
                                                  1 if args.quick else args.epochs,
                                                  1600 if args.quick else 3200)
+    if "long" in args.parts:
+        with tempfile.TemporaryDirectory() as tmp:
+            corpus.save(tmp)
+            results["long"] = bench_long(corpus, Path(tmp), args.long_epochs)
     if "memory" in args.parts:
         results["memory"] = bench_memory(corpus)
     results["load_average"] = {"start": load_start, "end": os.getloadavg()}
@@ -368,6 +407,14 @@ def report(results: dict) -> str:
         f"| events/s: TrainConfig() / corpus, 1 process | {base['events_per_s']:,.0f} / {ours1['events_per_s']:,.0f} = {ours1['events_per_s'] / base['events_per_s']:.2f}x (NLL {base['val_nll']:.3f} / {ours1['val_nll']:.3f}) | |",
         f"| held-out NLL (nats/event): unigram / bigram | {t['held_out_nll']['unigram']:.3f} / {t['held_out_nll']['bigram']:.3f} | |",
         f"| peak memory training on {m['notes']:,} notes | {m['max_rss_mb']:.0f} MB | <= 1,500 MB |"]
+    if "long" in results:
+        b, o = results["long"]["TrainConfig()"], results["long"]["corpus 2 processes"]
+        lines.append(f"| long: events/s, TrainConfig() ({results['long']['epochs']} epochs) / "
+                     f"corpus, 2 processes | {b['events_per_s']:,.0f} / {o['events_per_s']:,.0f}"
+                     f" = {o['events_per_s'] / b['events_per_s']:.2f}x | |")
+        lines.append(f"| long: held-out NLL after {b['seconds']:.0f} s | {b['val_nll']:.3f} / "
+                     f"{o['val_nll']:.3f} nats per event (best {min(v for _, v in b['curve']):.3f}"
+                     f" / {min(v for _, v in o['curve']):.3f}) | |")
     return "\n".join(lines) + "\n"
 
 

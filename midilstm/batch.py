@@ -63,11 +63,11 @@ CORPUS_MODEL = {"hidden_size": 128, "num_layers": 1, "input_mode": "embedding"}
 
 @dataclass(frozen=True)
 class CorpusTrainConfig:
-    """Defaults measured on the Bach corpus, 2 CPU cores, 1 thread (``bench/corpus_bench.py``):
-    events/s hardly changes with the batch size there (the LSTM's arithmetic per event is the
-    same), so the batch that updates most often learns most per second: after 14 s, validation
-    NLL 3.25-3.46 nats at batch 16, 3.55-3.83 at 32, 4.02-4.67 at 64 (lr 1e-2; at lr 3e-3,
-    4.34 at 32 and 4.65 at 64). On a GPU a larger ``batch_size`` pays; not measured here."""
+    """Defaults measured on the Bach corpus, 2 CPU cores (``bench/corpus_bench.py``): one torch
+    thread per process, one process per core under torchrun. On a CPU the batch that updates
+    most often learns most per second: after 30 s in one process, held-out NLL 1.67 nats per
+    event at batch 16 (lr 1e-2) against 2.30 at batch 64 (lr 2e-2), though batch 64 ran 1.4x
+    the events/s. On a GPU a larger ``batch_size`` pays; not measured here."""
 
     steps: int = 3000  # optimiser steps (a corpus is sampled, not cut into epochs)
     batch_size: int = 16  # sequences per step in each process (global batch: x processes)
@@ -131,6 +131,8 @@ def train_corpus(corpus: Corpus, config: CorpusTrainConfig = CorpusTrainConfig()
     device = _device(config.device)
     bf16 = config.precision == "bfloat16" or (config.precision == "auto"
                                               and native_bfloat16(device))
+    if bf16:
+        check_bfloat16(device)
     old_threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -183,7 +185,7 @@ def train_corpus(corpus: Corpus, config: CorpusTrainConfig = CorpusTrainConfig()
                                 events_per_s=f"{events_per_s:,.0f}")
             if (step + 1) % config.eval_every and step + 1 != config.steps:
                 continue
-            stop = torch.zeros(1)
+            stop = torch.zeros(1, device=device)  # nccl broadcasts only CUDA tensors
             if rank == 0:
                 now = time.perf_counter()
                 record = {"step": step + 1, "seconds": now - start,
@@ -274,16 +276,29 @@ def _snapshot(model, codec, config, history, params) -> Checkpoint:
 
 
 def native_bfloat16(device: torch.device) -> bool:
-    """Whether ``precision="auto"`` trains in bfloat16 on ``device``: on a CPU whose oneDNN
-    computes bfloat16 in hardware (AVX-512 BF16 or AMX; elsewhere it is emulated, slower than
-    float32). On CUDA, "auto" stays float32: that path has not been measured; pass
-    ``precision="bfloat16"`` to try it."""
+    """Whether ``precision="auto"`` trains in bfloat16 on ``device``: only on a CPU that computes
+    it in hardware (AVX-512 BF16 or AMX); elsewhere oneDNN emulates bfloat16, slower than
+    float32, or refuses the LSTM. On CUDA, "auto" stays float32: that path has not been
+    measured; ``precision="bfloat16"`` tries it."""
     if device.type != "cpu":
         return False
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # an older torch, or not x86
         return False
+
+
+def check_bfloat16(device: torch.device) -> None:
+    """One tiny LSTM step in bfloat16 on ``device``: where it cannot run, one line now instead
+    of a oneDNN or cuDNN error at the first training step."""
+    lstm = torch.nn.LSTM(2, 2).to(device)
+    try:
+        with torch.autocast(device.type, torch.bfloat16):
+            lstm(torch.zeros(1, 1, 2, device=device))[0].sum().backward()
+    except RuntimeError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ParameterError("precision", f"bfloat16 does not run on {device} here ({reason}); "
+                                          f"use float32") from None
 
 
 def _rank_and_world() -> tuple[int, int]:
@@ -407,6 +422,14 @@ def _train_command(args) -> int:
             eval_every=args.eval_every, time_budget_s=args.time_budget_s,
             val_fraction=args.val_fraction, seed=args.seed, device=args.device,
             threads=args.threads or None, precision=args.precision)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+            (os.cpu_count() or 1)
+        if (not dist.is_initialized() and config.threads == 1 and cores > 1
+                and _device(config.device).type == "cpu"):
+            print(f"training in 1 process on 1 of {cores} CPU cores; to use them all: torchrun "
+                  f"--standalone --nproc_per_node {cores} -m midilstm.batch train ... (the "
+                  f"batch is per process: {cores} x {config.batch_size} windows per step)",
+                  file=sys.stderr)
         model_options = {"hidden_size": args.hidden_size, "num_layers": args.num_layers,
                          "dropout": args.dropout, "input_mode": args.input_mode,
                          "embedding_dim": args.embedding_dim}

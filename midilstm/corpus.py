@@ -26,6 +26,8 @@ import hashlib
 import io
 import json
 import os
+import stat
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,7 @@ CACHE_FORMAT = 3  # bump when the layout of a cache entry changes
 CHECKSUM_BYTES = 16  # each cache entry ends with a blake2b digest of its content
 CORPUS_FORMAT = 1
 CHUNK_FILES = 16  # files per worker task: few enough round trips, even enough load
+SETTLED_NS = 2_000_000_000  # a file changed this close before its hashing is not remembered
 
 
 @dataclass
@@ -152,14 +155,10 @@ def read_corpus(sources, selection: parse.Selection = parse.Selection(), *,
         default_cache_dir() if cache_dir == "default" else cache_dir)
     paths = parse.expand_sources(sources)
     version = _selection_key(selection)
-    keys, bad, first_of = {}, [], {}  # path -> cache key; bad files; key -> first path
+    digests, bad = _content_digests(paths, cache)
+    keys, first_of = {}, {}  # path -> cache key; key -> first path
     duplicates = []
-    for path in paths:
-        try:  # the reader's own checks: regular files only, at most its size limit
-            digest = hashlib.sha256(parse.read_file_bytes(path)).hexdigest()
-        except MidiInputError as err:
-            bad.append((str(path), err.reason))
-            continue
+    for path, digest in digests.items():
         key = f"{digest}-{version}"
         if key in first_of:
             duplicates.append((str(path), str(first_of[key])))
@@ -182,6 +181,56 @@ def read_corpus(sources, selection: parse.Selection = parse.Selection(), *,
              "duplicates": len(duplicates), "bad": len(bad), "pieces": len(pieces)}
     return Corpus(events=_concatenate(pieces), offsets=_offsets(pieces), names=names,
                   bad=sorted(bad), duplicates=duplicates, stats=stats)
+
+
+# --- which files are the same: content hashes, remembered by file status ----------------------
+
+def _content_digests(paths, cache) -> tuple[dict, list]:
+    """``({path: sha256 of its bytes}, [(path, reason) for unreadable files])``.
+
+    With a cache, a file is hashed again only when its status changed since it was last
+    hashed: same device, inode, size, modification and change time (``st_ctime`` moves on
+    every write or rename and no tool can set it back), as git's index does. A file changed
+    within ``SETTLED_NS`` of its hashing is not remembered (a coarse clock could hide a second
+    write), so it is hashed again next time."""
+    index = None if cache is None else _cache_path(cache, hashlib.sha256(
+        "\0".join(map(str, paths)).encode()).hexdigest()[:32], ".stat.json")
+    known = _read_index(index)
+    digests, bad, remembered = {}, [], {}
+    for path in paths:
+        name = str(path)
+        try:
+            info = os.stat(path)
+            status = [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
+        except OSError:
+            info = status = None
+        entry = known.get(name)
+        if (entry and entry[0] == status and stat.S_ISREG(info.st_mode)
+                and info.st_size <= parse.ReadLimits().max_bytes):
+            digests[path] = entry[1]
+            remembered[name] = entry
+            continue
+        started = time.time_ns()
+        try:  # the reader's own checks: regular files only, at most its size limit
+            digests[path] = hashlib.sha256(parse.read_file_bytes(path)).hexdigest()
+        except MidiInputError as err:
+            bad.append((name, err.reason))
+            continue
+        if status and max(status[3], status[4]) < started - SETTLED_NS:
+            remembered[name] = [status, digests[path]]
+    if index and remembered != known:  # a lost or torn index only means hashing again
+        write_bytes_atomic(index, json.dumps(remembered).encode(), durable=False)
+    return digests, bad
+
+
+def _read_index(path) -> dict:
+    """``{path: [status, sha256]}`` as last written, or ``{}`` (none yet, or damaged)."""
+    try:
+        with open(path, "rb") as f:
+            index = json.loads(f.read())
+    except (OSError, TypeError, ValueError):
+        return {}
+    return index if isinstance(index, dict) else {}
 
 
 # --- parsing in worker processes --------------------------------------------------------------
@@ -285,7 +334,11 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 
 
 def _concatenate(pieces) -> np.ndarray:
-    return np.concatenate(pieces) if pieces else np.zeros(0, EVENT_DTYPE)
+    if not pieces:
+        return np.zeros(0, EVENT_DTYPE)
+    # as bytes: concatenating structured arrays compares their fields once per piece
+    return np.concatenate([np.ascontiguousarray(p, EVENT_DTYPE).view(np.uint8)
+                           for p in pieces]).view(EVENT_DTYPE)
 
 
 def _offsets(pieces) -> np.ndarray:

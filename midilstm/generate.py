@@ -34,6 +34,7 @@ from . import step
 from .codec import HEADS, EventCodec
 from .errors import ParameterError
 from .events import drop_orphan_offs, end_all_notes, make_events
+from .lstm_cell import layer_weights
 from .model import ModelConfig, NoteLSTM
 
 
@@ -204,13 +205,12 @@ class Improviser:
         # halved, one tanh over all four gates gives every nonlinearity the cell needs.
         scale = np.full(4 * hidden, 0.5, np.float32)
         scale[2 * hidden:3 * hidden] = 1.0  # the cell candidate g takes a plain tanh
-        layers = range(lstm.num_layers)
+        layers = [layer_weights(lstm, i) for i in range(lstm.num_layers)]
         column = scale[:, None]  # weights are (4 * hidden, inputs): scale the gate rows
-        self.bias = np.stack([f32(getattr(lstm, f"bias_ih_l{i}") + getattr(lstm, f"bias_hh_l{i}"))
-                              for i in layers]) * scale
-        self.w_hh = np.stack([f32(getattr(lstm, f"weight_hh_l{i}")) for i in layers]) * column
-        self.w_ih = np.stack([f32(getattr(lstm, f"weight_ih_l{i}")) * column for i in layers
-                              if i > 0] or [np.zeros((4 * hidden, hidden), np.float32)])
+        self.bias = np.stack([f32(b_ih + b_hh) for _, _, b_ih, b_hh in layers]) * scale
+        self.w_hh = np.stack([f32(w_hh) for _, w_hh, _, _ in layers]) * column
+        self.w_ih = np.stack([f32(w_ih) * column for w_ih, _, _, _ in layers[1:]]
+                             or [np.zeros((4 * hidden, hidden), np.float32)])
         self.tables = [f32(t) * scale for t in model.input_tables()]
         self.tables[0] += self.bias[0]  # the first layer's bias rides on the pitch table
         self.head_w, self.head_b = f32(model.head.weight), f32(model.head.bias)

@@ -91,7 +91,7 @@ class NoteLSTM(nn.Module):
     def forward(self, codes: torch.Tensor, state=None):
         """Returns ``(log_probs, state)``; ``log_probs`` is a tuple (pitch, velocity, time)."""
         out, state = self.lstm(self.embed(codes), state)
-        logits = self.head(self.dropout(out))
+        logits = self.head(self.dropout(out)).float()  # float32 log-probs under autocast too
         return tuple(F.log_softmax(part, dim=-1)
                      for part in logits.split(self.config.sizes, dim=-1)), state
 

@@ -1,6 +1,7 @@
 """Corpus reading: parallel, cached by content, duplicates read once, bad files listed, compact
 memory-mappable arrays. Every file is a real MIDI file written here with mido; each piece is
 checked against ``read_midi`` of the same file, one file at a time (the reference path)."""
+import os
 import shutil
 
 import numpy as np
@@ -245,3 +246,72 @@ def test_a_fifo_in_the_folder_is_listed_as_bad_not_read(tmp_path):
         reader.join(10)
     assert outcome and outcome[0].bad == [(str(root / "x.mid"),
                                            "not a regular file: it is a FIFO (named pipe)")]
+
+
+# --- which files changed: remembered by file status, as git's index does -----------------------
+
+@pytest.fixture
+def count_hashes(monkeypatch):
+    """The files whose bytes are read (to hash them; on a cold read the parser reads too)."""
+    calls = []
+    real = parse.read_file_bytes
+
+    def counting(path, *args, **kwargs):
+        calls.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(parse, "read_file_bytes", counting)
+    return calls
+
+
+def test_unchanged_files_are_not_hashed_again(folder, tmp_path, count_hashes, monkeypatch):
+    monkeypatch.setattr(corpus_module, "SETTLED_NS", 0)  # the files were written long ago
+    cache = tmp_path / "cache"
+    first = read_corpus(folder, cache_dir=cache, workers=1, progress=False)
+    count_hashes.clear()
+    again = read_corpus(folder, cache_dir=cache, workers=1, progress=False)
+    assert count_hashes == []  # nothing read: not even the bad files (their reasons are cached)
+    assert again.names == first.names and again.duplicates == first.duplicates
+    assert again.bad == first.bad and len(again.bad) == 2
+    np.testing.assert_array_equal(again.events, first.events)
+
+
+def test_a_file_rewritten_with_the_same_size_and_time_is_hashed_again(folder, tmp_path,
+                                                                      count_hashes, monkeypatch):
+    monkeypatch.setattr(corpus_module, "SETTLED_NS", 0)
+    cache = tmp_path / "cache"
+    read_corpus(folder, cache_dir=cache, workers=1, progress=False)
+    target = folder / "b.mid"
+    before = target.stat()
+    data = target.read_bytes()
+    changed = data.replace(bytes([0x90, 72]), bytes([0x90, 73])).replace(
+        bytes([0x80, 72]), bytes([0x80, 73]))  # the first pitch 72 -> 73: same size
+    assert changed != data and len(changed) == len(data)
+    target.write_bytes(changed)
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))  # hide it from mtime
+    count_hashes.clear()
+    after = read_corpus(folder, cache_dir=cache, workers=1, progress=False)
+    assert str(target) in count_hashes  # its change time moved: no tool can set that back
+    assert pieces(after)[str(target)]["pitch"][0] == 73
+
+
+def test_files_changed_just_before_hashing_are_hashed_again(folder, tmp_path, count_hashes):
+    cache = tmp_path / "cache"
+    read_corpus(folder, cache_dir=cache, workers=1, progress=False)
+    count_hashes.clear()
+    read_corpus(folder, cache_dir=cache, workers=1, progress=False)
+    assert len(count_hashes) == 7  # written moments ago: a coarse clock could hide a 2nd write
+    # (all 7 are hashes: every piece came from the cache)
+
+
+def test_a_damaged_index_means_hashing_every_file(folder, tmp_path, count_hashes, monkeypatch):
+    monkeypatch.setattr(corpus_module, "SETTLED_NS", 0)
+    cache = tmp_path / "cache"
+    first = read_corpus(folder, cache_dir=cache, workers=1, progress=False)
+    indexes = list(cache.rglob("*.stat.json"))
+    assert len(indexes) == 1
+    indexes[0].write_bytes(b"{not json")
+    count_hashes.clear()
+    again = read_corpus(folder, cache_dir=cache, workers=1, progress=False)
+    assert len(count_hashes) == 7
+    np.testing.assert_array_equal(again.events, first.events)
