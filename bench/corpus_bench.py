@@ -62,6 +62,8 @@ from midilstm.model import ModelConfig  # noqa: E402
 from midilstm.parse import Selection, expand_sources, read_midi  # noqa: E402
 from midilstm.train import TrainConfig, train  # noqa: E402
 
+FACTORS = ("one_hot float32", "one_hot bfloat16", "embedding float32",
+           "embedding bfloat16 (defaults)", "defaults, batch 64", "defaults, batch 256")
 PARTS = ("reading", "training", "memory")  # and "long", only when asked for
 LESSON = {"hidden_size": 128, "num_layers": 1}  # TrainConfig()'s model: the lesson's network
 
@@ -225,13 +227,10 @@ def bench_training(corpus: Corpus, directory: Path, rounds: int, epochs: int,
     codec, train_codes, val_codes = baseline_codes(corpus)
     out = {"train_events": sum(len(c) - 1 for c in train_codes), "epochs": epochs,
            "factors": {}}
-    for label, options in {"one_hot float32": {"input_mode": "one_hot", "precision": "float32"},
-                           "one_hot bfloat16": {"input_mode": "one_hot",
-                                                "precision": "bfloat16"},
-                           "embedding float32": {"precision": "float32"},
-                           "embedding bfloat16 (defaults)": {},
-                           "defaults, batch 64": {"batch_size": 64},
-                           "defaults, batch 256": {"batch_size": 256}}.items():
+    for label, options in zip(FACTORS, ({"input_mode": "one_hot", "precision": "float32"},
+                                        {"input_mode": "one_hot", "precision": "bfloat16"},
+                                        {"precision": "float32"}, {}, {"batch_size": 64},
+                                        {"batch_size": 256})):
         batch = options.get("batch_size", 16)
         steps = max(8, speed_sequences // batch)
         run = corpus_run(directory, 0, steps=steps, eval_every=steps, **options)
@@ -390,10 +389,10 @@ def report(results: dict) -> str:
              f"| warm cache / cold (2 workers) | {r['warm_s'] * 1000:.0f} ms = {r['speedup_warm']:.0f}x faster | >= 50x |",
              f"| symusic: files whose notes agree with read_midi | {c['agree']} / {c['files']} ({c['notes']:,} notes) | |",
              f"| read_midi / symusic / symusic + our rules | {c['read_midi_s']:.2f} s / {c['symusic_s']:.2f} s / {c['symusic_with_rules_s']:.2f} s = {c['speedup_symusic']:.0f}x / {c['speedup_symusic_with_rules']:.1f}x | |",
-             "| events/s, 1 process, batch 16: one-hot fp32 / one-hot bf16 / embedding fp32 / "
-             "embedding bf16 (defaults) | " + " / ".join(f"{f[k]:,.0f}" for k in list(f)[:4])
-             + " | |",
-             f"| events/s, defaults at batch 16 / 64 / 256 | {f[list(f)[3]]:,.0f} / {f['defaults, batch 64']:,.0f} / {f['defaults, batch 256']:,.0f} | |"]
+             "| events/s, 1 process, batch 16: " + " / ".join(FACTORS[:4]) + " | "
+             + " / ".join(f"{f[k]:,.0f}" for k in FACTORS[:4]) + " | |",
+             "| events/s, defaults at batch 16 / 64 / 256 | "
+             + " / ".join(f"{f[k]:,.0f}" for k in FACTORS[3:]) + " | |"]
     for load_label, suffix in (("", ""), (" beside 2 busy loops", " loaded")):
         b, o2 = rows[f"TrainConfig(){suffix}"], rows[f"corpus 2 processes{suffix}"]
         d, od = rows[f"TrainConfig(threads=None){suffix}"], rows[

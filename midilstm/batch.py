@@ -25,7 +25,7 @@ transposition drawn per rank). Only rank 0 evaluates and writes the checkpoint.
 
 On a CPU that computes bfloat16 natively (``native_bfloat16``), the forward and backward
 passes run in bfloat16 mixed precision (``torch.autocast``; the weights, the optimiser and the
-validation stay float32): 1.4-1.5x the events/s of float32 on an AVX-512 BF16 CPU.
+validation stay float32): 1.3-1.4x the events/s of float32 on an AVX-512 BF16 CPU.
 """
 from __future__ import annotations
 
@@ -56,15 +56,15 @@ from .train import (_check_int, _check_positive, evaluate, optimiser_step, pick_
 
 
 PRECISIONS = ("auto", "float32", "bfloat16")
-# The network for a corpus, chosen by measurement (bench/corpus_bench.py, docs/corpus.md): the
+# The network for a corpus, chosen by measurement (docs/corpus.md, section 3): the
 # lesson's width with learned embeddings in place of one-hot inputs, which learn more per second.
 CORPUS_MODEL = {"hidden_size": 128, "num_layers": 1, "input_mode": "embedding"}
 
 
 @dataclass(frozen=True)
 class CorpusTrainConfig:
-    """Defaults measured on the Bach corpus, 2 CPU cores (``bench/corpus_bench.py``): one torch
-    thread per process, one process per core under torchrun. On a CPU the batch that updates
+    """Defaults measured on the Bach corpus, 2 CPU cores (``docs/corpus.md``, section 3): one
+    torch thread per process, one process per core under torchrun. On a CPU the batch that updates
     most often learns most per second: after 30 s in one process, held-out NLL 1.67 nats per
     event at batch 16 (lr 1e-2) against 2.30 at batch 64 (lr 2e-2), though batch 64 ran 1.4x
     the events/s. On a GPU a larger ``batch_size`` pays; not measured here."""

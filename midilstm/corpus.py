@@ -6,6 +6,7 @@ parses every file again on every run. For thousands of files this module instead
 * reads files in parallel worker processes (chunks of files per task, a progress bar);
 * caches each file's events on disk, keyed by the sha256 of its bytes, the ``Selection`` and
   the reader's version, so a second run parses nothing (a changed file or reader misses);
+* hashes a file again only when its status (inode, size, times) changed since it was hashed;
 * reads files with identical contents once, and counts them;
 * lists bad files with their reason (never fatal; the reason is cached too, except for an
   unexpected reader failure, which is listed but tried again next time);
