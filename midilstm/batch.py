@@ -46,13 +46,13 @@ from tqdm.auto import tqdm
 from .baselines import baseline_table, to_bits
 from .checkpoint import Checkpoint, load_checkpoint
 from .codec import EventCodec
+from .checks import check_int, check_positive
 from .constants import INPUT_MODES
 from .corpus import Corpus, load_corpus, read_corpus, split_names
 from .data import _check_fraction, transpose
 from .errors import MidiInputError, MidilstmError, ParameterError
 from .model import ModelConfig, NoteLSTM
-from .train import (_check_int, _check_positive, evaluate, optimiser_step, pick_device,
-                    sequence_loss)
+from .train import evaluate, optimiser_step, pick_device, sequence_loss
 
 
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -89,15 +89,15 @@ class CorpusTrainConfig:
             raise ParameterError("precision", f"must be one of {', '.join(PRECISIONS)}, "
                                               f"not {self.precision!r}")
         for name in ("steps", "batch_size", "seq_len", "eval_every"):
-            _check_int(name, getattr(self, name), 1)
-        _check_int("transpose_semitones", self.transpose_semitones, 0)
-        _check_int("seed", self.seed, 0)
-        _check_positive("lr", self.lr)
-        _check_positive("grad_clip", self.grad_clip)
+            check_int(name, getattr(self, name), 1)
+        check_int("transpose_semitones", self.transpose_semitones, 0)
+        check_int("seed", self.seed, 0)
+        check_positive("lr", self.lr)
+        check_positive("grad_clip", self.grad_clip)
         if self.time_budget_s is not None:
-            _check_positive("time_budget_s", self.time_budget_s)
+            check_positive("time_budget_s", self.time_budget_s)
         if self.threads is not None:
-            _check_int("threads", self.threads, 1)
+            check_int("threads", self.threads, 1)
         _check_fraction(self.val_fraction)
 
     def to_dict(self) -> dict:
@@ -246,27 +246,6 @@ def held_out_report(checkpoint: Checkpoint, corpus: Corpus) -> dict:
     val_codes = [codec.encode(corpus.piece(i)) for i in val_idx]
     return {"model": evaluate(checkpoint.model, val_codes, torch.device("cpu")),
             **baseline_table(train_codes, val_codes, codec.sizes)}
-
-
-def learning_curve_figure(history: list, baselines: dict | None = None):
-    """Train and validation NLL (nats per event, all heads) over optimiser steps, with
-    baselines as dashed lines. The train value of a point is the mean over the steps since the
-    previous point (with dropout and transposition, so it can sit above validation)."""
-    import matplotlib.pyplot as plt
-
-    steps = [h["step"] for h in history]
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    ax.plot(steps, [h["train"]["nll"] for h in history], "o-", ms=3, label="train")
-    ax.plot(steps, [h["val"]["nll"] for h in history], "o-", ms=3, label="held-out pieces")
-    for name, values in (baselines or {}).items():
-        ax.axhline(values["nll"], ls="--", lw=1, color="gray")
-        ax.annotate(f"{name} {values['nll']:.2f}", (steps[-1], values["nll"]), fontsize=8,
-                    color="gray", ha="right", va="bottom")
-    ax.set(xlabel="optimiser step", ylabel="NLL (nats per event)",
-           title="corpus training: NLL per event, all three heads")
-    ax.legend()
-    fig.tight_layout()
-    return fig
 
 
 def _snapshot(model, codec, config, history, params) -> Checkpoint:
@@ -484,7 +463,8 @@ def _report_command(args) -> int:
               f"{m['nll_velocity']:.3f} | {m['nll_time']:.3f} |")
     if args.curve is not None:
         baselines = {k: table[k] for k in ("unigram", "bigram")}
-        _save_figure(learning_curve_figure(ckpt.history, baselines), args.curve)
+        from .plots import step_learning_curve
+        _save_figure(step_learning_curve(ckpt.history, baselines), args.curve)
         print(f"\nwrote {args.curve}")
     return 0
 

@@ -19,11 +19,11 @@ import platform
 import reprlib
 import zipfile
 from dataclasses import dataclass, field, fields
-from numbers import Integral
 from pathlib import Path
 
 import torch
 
+from .checks import is_int
 from .codec import EventCodec
 from .errors import CheckpointError, CodecError, ParameterError
 from .files import write_bytes_atomic
@@ -142,7 +142,7 @@ def _same_kind(value, default) -> bool:
     if default is None:  # optimizer_state: None, or a dict when there is one
         return value is None or isinstance(value, dict)
     if isinstance(default, int):
-        return isinstance(value, Integral) and not isinstance(value, bool)
+        return is_int(value)
     return isinstance(value, type(default))
 
 

@@ -20,14 +20,13 @@ data then lasts exactly as long as the original, so timing errors do not add up 
 from __future__ import annotations
 
 import json
-import math
 import reprlib
 from dataclasses import asdict, dataclass, field, fields
-from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
 
+from .checks import is_int, is_number
 from .constants import N_VELOCITIES, PITCH_HIGH, PITCH_LOW
 from .errors import CodecError
 from .events import EVENT_DTYPE, onset_times_s
@@ -223,17 +222,17 @@ def check_codec_fields(values: dict, where: str = "codec") -> None:
     if not isinstance(strategy, str) or strategy not in TIME_STRATEGIES:
         bad("time_strategy", f"must be one of {', '.join(TIME_STRATEGIES)}")
     n_bins = values["n_time_bins"]
-    if not _is_int(n_bins) or not 1 <= n_bins <= MAX_TIME_BINS:
+    if not is_int(n_bins) or not 1 <= n_bins <= MAX_TIME_BINS:
         bad("n_time_bins", f"must be an integer in 1..{MAX_TIME_BINS}")
     velocity_bins = values["velocity_bins"]
-    if velocity_bins is not None and (not _is_int(velocity_bins) or not 1 <= velocity_bins <= 127):
+    if velocity_bins is not None and (not is_int(velocity_bins) or not 1 <= velocity_bins <= 127):
         bad("velocity_bins", "must be null (128 velocity classes) or an integer in 1..127")
-    if not _is_number(values["same_time_s"]) or values["same_time_s"] < 0:
+    if not is_number(values["same_time_s"], finite=True) or values["same_time_s"] < 0:
         bad("same_time_s", "must be a finite number >= 0")
     low, high = values["pitch_low"], values["pitch_high"]
-    if not _is_int(low) or not 0 <= low <= 127:
+    if not is_int(low) or not 0 <= low <= 127:
         bad("pitch_low", "must be a MIDI pitch 0..127")
-    if not _is_int(high) or not low <= high <= 127:
+    if not is_int(high) or not low <= high <= 127:
         bad("pitch_high", f"must be a MIDI pitch in pitch_low ({low})..127")
     edges = _numbers(values, "time_edges_s", (0, n_bins + 1), where,
                      f"n_time_bins {n_bins} needs {n_bins + 1} (or none before fitting)")
@@ -250,14 +249,6 @@ def check_codec_fields(values: dict, where: str = "codec") -> None:
                                     f"{edges[b]!r}..{edges[b + 1]!r}")
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _numbers(values: dict, name: str, lengths: tuple, where: str, need: str) -> list:
     """``values[name]`` as a list of finite numbers >= 0 whose length is one of ``lengths``
     (``need`` says why, for the error)."""
@@ -267,7 +258,7 @@ def _numbers(values: dict, name: str, lengths: tuple, where: str, need: str) -> 
     if len(items) not in lengths:
         raise CodecError(where, f"{name} has {len(items)} values, but {need}")
     for i, item in enumerate(items):
-        if not _is_number(item) or item < 0:
+        if not is_number(item, finite=True) or item < 0:
             raise CodecError(where, f"{name}[{i}] must be a finite number >= 0, "
                                     f"not {reprlib.repr(item)}")
     return [float(item) for item in items]

@@ -20,8 +20,6 @@ fast path's distributions. ``warm_up()`` compiles the fast path with a visible m
 """
 from __future__ import annotations
 
-import math
-import numbers
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import step
+from .checks import is_int, is_number
 from .codec import HEADS, EventCodec
 from .errors import ParameterError
 from .events import drop_orphan_offs, end_all_notes, make_events
@@ -56,18 +55,17 @@ class SamplingConfig:
             value = getattr(self, name)
             if value is None and name != "temperature":
                 continue
-            if not _is_number(value) or not math.isfinite(value):
+            if not is_number(value, finite=True):
                 raise ParameterError(name, f"must be a number > 0, not {value!r}")
             if value <= 0:
                 raise ParameterError(name, f"must be > 0, got {value}; for always the most "
                                      "likely class use top_k=1 (temperature 1e-3 is nearly that)")
-        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(
-                self.top_k, numbers.Integral) or self.top_k < 1):
+        if self.top_k is not None and (not is_int(self.top_k) or self.top_k < 1):
             raise ParameterError("top_k", "must be None (off) or a whole number >= 1, "
                                  f"not {self.top_k!r}")
-        if self.top_p is not None and not (_is_number(self.top_p) and 0 < self.top_p <= 1):
+        if self.top_p is not None and not (is_number(self.top_p) and 0 < self.top_p <= 1):
             raise ParameterError("top_p", f"must be None (off) or in (0, 1], not {self.top_p!r}")
-        if not _is_number(self.max_note_s) or not self.max_note_s > 0:
+        if not is_number(self.max_note_s) or not self.max_note_s > 0:
             raise ParameterError("max_note_s", f"must be a number > 0, not {self.max_note_s!r}")
 
     def temperature_of(self, head: str) -> float:
@@ -76,10 +74,6 @@ class SamplingConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 # --- the sampling recipe, written plainly (the fast path is midilstm.step.sample_step) ----------

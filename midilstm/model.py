@@ -11,7 +11,6 @@ that explicit with learned, smaller embedding tables.
 """
 from __future__ import annotations
 
-import numbers
 import reprlib
 from dataclasses import asdict, dataclass
 
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .checks import is_int, is_number
 from .constants import INPUT_MODES, MAX_CLASSES, MAX_EMBEDDING, MAX_HIDDEN, MAX_LAYERS
 from .errors import ParameterError
 
@@ -40,27 +40,22 @@ class ModelConfig:
                                  f"must be 'one_hot' or 'embedding', not {self.input_mode!r}")
         sizes = self.sizes
         if (not isinstance(sizes, (list, tuple)) or len(sizes) != 3
-                or not all(_is_int(n) and 1 <= n <= MAX_CLASSES for n in sizes)):
+                or not all(is_int(n) and 1 <= n <= MAX_CLASSES for n in sizes)):
             raise ParameterError("sizes", f"must be three class counts in 1..{MAX_CLASSES}, "
                                           f"not {reprlib.repr(sizes)}")
         for name, top in (("hidden_size", MAX_HIDDEN), ("num_layers", MAX_LAYERS),
                           ("embedding_dim", MAX_EMBEDDING)):
             value = getattr(self, name)
-            if not _is_int(value) or not 1 <= value <= top:
+            if not is_int(value) or not 1 <= value <= top:
                 raise ParameterError(name, f"must be an integer in 1..{top}, "
                                            f"not {reprlib.repr(value)}")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, numbers.Real) \
-                or not 0 <= self.dropout < 1:
+        if not is_number(self.dropout) or not 0 <= self.dropout < 1:
             raise ParameterError("dropout", f"must be a number in [0, 1), "
                                             f"not {reprlib.repr(self.dropout)}")
         object.__setattr__(self, "sizes", tuple(int(s) for s in sizes))
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 class NoteLSTM(nn.Module):

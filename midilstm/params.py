@@ -17,11 +17,10 @@ before a single notebook has run, not as a ``TypeError`` after training.
 from __future__ import annotations
 
 import difflib
-import math
-import numbers
 import re
 from dataclasses import dataclass
 
+from .checks import is_int, is_number
 from .constants import (DEVICE_PATTERN, INPUT_MODES, MAX_BPM, MAX_HIDDEN, MAX_LAYERS,
                         MIN_BPM)
 from .errors import ParameterError
@@ -187,9 +186,9 @@ def check(name: str, value):
         if spec.optional:
             return None
         _refuse(name, spec, value)
-    if name == "channels" and _is_int(value):
+    if name == "channels" and is_int(value):
         value = [value]  # a single channel, as Selection accepts it
-    if name == "top_k" and _is_int(value) and value == 0:
+    if name == "top_k" and is_int(value) and value == 0:
         return None  # 0 means "no top-k" in 05's grid: the same here
     if spec.kind == "list":
         if not isinstance(value, (list, tuple)) or not value:
@@ -203,10 +202,10 @@ def _scalar(name, spec, kind, value, whole=None):
     if kind == "bool":
         ok = isinstance(value, bool)
     elif kind == "int":
-        ok = _is_int(value)
+        ok = is_int(value)
         value = int(value) if ok else value
     elif kind == "float":
-        ok = _is_number(value) and math.isfinite(value)
+        ok = is_number(value, finite=True)
         value = float(value) if ok else value
     else:
         ok = isinstance(value, str) and bool(value.strip())
@@ -219,14 +218,6 @@ def _scalar(name, spec, kind, value, whole=None):
     if not ok:
         _refuse(name, spec, given)
     return value
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _in_range(spec: Spec, x) -> bool:
@@ -246,7 +237,7 @@ def _refuse(name, spec, value):
 
 def _zero_in(value) -> bool:
     values = value if isinstance(value, (list, tuple)) else [value]
-    return any(_is_number(v) and v == 0 for v in values)
+    return any(is_number(v) and v == 0 for v in values)
 
 
 def _shown(value) -> str:

@@ -1,4 +1,5 @@
-"""The pictures the notebooks show: histograms, time bins, learning curves, piano rolls.
+"""The pictures the notebooks and the corpus commands show: histograms, time bins, learning
+curves, piano rolls.
 
 Each function draws on matplotlib axes it is given (or makes a figure) and returns the figure,
 so notebooks stay short and every picture looks the same across notebooks.
@@ -75,6 +76,26 @@ def learning_curves(history: list, baselines: dict | None = None):
         axes[3].plot(epochs, val(f"acc_{head}"), label=head)
     axes[3].set(title="validation accuracy", xlabel="epoch", ylim=(0, 1))
     axes[3].legend()
+    fig.tight_layout()
+    return fig
+
+
+def step_learning_curve(history: list, baselines: dict | None = None):
+    """A corpus run's history (``python -m midilstm train``): train and held-out NLL (nats per
+    event, all heads) over optimiser steps, with baselines as dashed lines. A point's train
+    value is the mean over the steps since the previous point (with dropout and
+    transposition, so it can sit above the held-out one)."""
+    steps = [h["step"] for h in history]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.plot(steps, [h["train"]["nll"] for h in history], "o-", ms=3, label="train")
+    ax.plot(steps, [h["val"]["nll"] for h in history], "o-", ms=3, label="held-out pieces")
+    for name, values in (baselines or {}).items():
+        ax.axhline(values["nll"], ls="--", lw=1, color="gray")
+        ax.annotate(f"{name} {values['nll']:.2f}", (steps[-1], values["nll"]), fontsize=8,
+                    color="gray", ha="right", va="bottom")
+    ax.set(xlabel="optimiser step", ylabel="NLL (nats per event)",
+           title="corpus training: NLL per event, all three heads")
+    ax.legend()
     fig.tight_layout()
     return fig
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 import os
 import re
 import time
@@ -36,6 +35,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from .checks import check_int, check_positive
 from .checkpoint import Checkpoint, load_checkpoint
 from .codec import HEADS, EventCodec
 from .constants import DEVICE_PATTERN
@@ -60,36 +60,22 @@ class TrainConfig:
     #                          1 is as fast for this model size and does not collapse under load
 
     def __post_init__(self):
-        _check_int("epochs", self.epochs, 1)
-        _check_int("seq_len", self.seq_len, 1)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_int("patience", self.patience, 1)
-        _check_int("transpose_semitones", self.transpose_semitones, 0)
-        _check_int("seed", self.seed, 0)
-        _check_positive("lr", self.lr)
-        _check_positive("grad_clip", self.grad_clip)
+        check_int("epochs", self.epochs, 1)
+        check_int("seq_len", self.seq_len, 1)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("patience", self.patience, 1)
+        check_int("transpose_semitones", self.transpose_semitones, 0)
+        check_int("seed", self.seed, 0)
+        check_positive("lr", self.lr)
+        check_positive("grad_clip", self.grad_clip)
         if self.threads is not None:
-            _check_int("threads", self.threads, 1)
+            check_int("threads", self.threads, 1)
         if not isinstance(self.device, str) or not re.fullmatch(DEVICE_PATTERN, self.device):
             raise ParameterError("device", f"must be 'auto', 'cpu', 'mps' or 'cuda[:N]', "
                                            f"not {self.device!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _check_int(name: str, value, minimum: int):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ParameterError(name, f"must be a whole number >= {minimum}, not {value!r}")
-    if value < minimum:
-        raise ParameterError(name, f"must be >= {minimum}, got {value}")
-
-
-def _check_positive(name: str, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ParameterError(name, f"must be a finite number > 0, not {value!r}")
-    if value <= 0:
-        raise ParameterError(name, f"must be > 0, got {value}")
 
 
 def partial_path(checkpoint_path) -> Path:
@@ -177,7 +163,7 @@ def train(codec: EventCodec, train_codes: list, val_codes: list, config: TrainCo
     ``log_every=N`` prints one line every N epochs (epoch, losses, events/s) to stdout, for
     runs where the progress bar is not seen (papermill).
     """
-    _check_int("log_every", log_every, 0)
+    check_int("log_every", log_every, 0)
     if count_targets(train_codes) == 0:
         raise ParameterError("train_codes", "nothing to learn from: no training piece has 2 "
                              "events (a piece with one note has 2: its on and its off)")
