@@ -249,3 +249,14 @@ def test_the_loss_without_statistics_is_the_same_loss():
     log_probs, _ = model(batch[:, :-1])
     by_hand = sum(-lp.gather(-1, batch[:, 1:, i, None]).mean() for i, lp in enumerate(log_probs))
     torch.testing.assert_close(without, by_hand)
+
+
+def test_the_same_seed_gives_the_same_model_and_another_seed_does_not(corpus_dir):
+    corpus = load_corpus(corpus_dir)
+    config = CorpusTrainConfig(steps=12, batch_size=4, seq_len=16, eval_every=6)
+    runs = [train_corpus(corpus, replace(config, seed=seed), {"hidden_size": 16},
+                         progress=False) for seed in (3, 3, 4)]
+    same, again, other = ([h["val"]["nll"] for h in r.history] for r in runs)
+    assert same == again and same != other
+    for name, weight in runs[0].model.state_dict().items():
+        assert torch.equal(weight, runs[1].model.state_dict()[name])
