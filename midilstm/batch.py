@@ -51,7 +51,7 @@ from .constants import INPUT_MODES
 from .corpus import Corpus, load_corpus, read_corpus, split_names
 from .data import _check_fraction, transpose
 from .errors import MidiInputError, MidilstmError, ParameterError
-from .model import ModelConfig, NoteLSTM
+from .model import ModelConfig, NoteLSTM, torch_threads
 from .train import evaluate, optimiser_step, pick_device, sequence_loss
 
 
@@ -133,10 +133,7 @@ def train_corpus(corpus: Corpus, config: CorpusTrainConfig = CorpusTrainConfig()
                                               and native_bfloat16(device))
     if bf16:
         check_bfloat16(device)
-    old_threads = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         train_idx, val_idx = split_names(corpus.names, config.val_fraction)
         if not val_idx:
             raise ParameterError("data", f"{len(corpus)} piece(s): need at least 2 to hold "
@@ -214,9 +211,9 @@ def train_corpus(corpus: Corpus, config: CorpusTrainConfig = CorpusTrainConfig()
         bar.close()
         if rank == 0 and checkpoint_path:
             best.save(checkpoint_path)  # the full history
+        if world > 1:  # leave together: a rank that tears gloo down while another still
+            dist.barrier()  # uses the connection can abort (seen about 1 run in 25)
         return best if rank == 0 else None
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 def held_out_split(checkpoint: Checkpoint, corpus: Corpus) -> tuple[list, list]:
@@ -441,11 +438,11 @@ def _generate_command(args) -> int:
         path = write_midi(events, args.out / f"sample_{i}.mid", bpm=args.bpm)
         print(f"wrote {path} ({len(events)} events)")
     if args.piano_roll is not None:
-        from .plots import piano_rolls
+        from .plots import piano_rolls, save_png
         fig = piano_rolls({f"sample {i} (temperature {args.temperature}, top-p {args.top_p})":
                            events for i, events in enumerate(samples[:3])},
                           max_seconds=args.roll_seconds)
-        _save_figure(fig, args.piano_roll)
+        save_png(fig, args.piano_roll, dpi=80)
         print(f"wrote {args.piano_roll}")
     return 0
 
@@ -463,23 +460,10 @@ def _report_command(args) -> int:
               f"{m['nll_velocity']:.3f} | {m['nll_time']:.3f} |")
     if args.curve is not None:
         baselines = {k: table[k] for k in ("unigram", "bigram")}
-        from .plots import step_learning_curve
-        _save_figure(step_learning_curve(ckpt.history, baselines), args.curve)
+        from .plots import save_png, step_learning_curve
+        save_png(step_learning_curve(ckpt.history, baselines), args.curve, dpi=80)
         print(f"\nwrote {args.curve}")
     return 0
-
-
-def _save_figure(fig, path: Path) -> None:
-    """A PNG written atomically (rendered to memory first)."""
-    import io
-
-    import matplotlib.pyplot as plt
-
-    from .files import write_bytes_atomic
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
-    write_bytes_atomic(path, buffer.getvalue())
 
 
 def main(argv=None) -> int:

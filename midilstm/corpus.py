@@ -126,7 +126,8 @@ def split_names(names, val_fraction: float = 0.1) -> tuple[list, list]:
         val = [min(range(len(names)), key=lambda i: _name_fraction(names[i]))]
     if len(names) >= 2 and len(val) == len(names):
         val.remove(max(val, key=lambda i: _name_fraction(names[i])))
-    return [i for i in range(len(names)) if i not in set(val)], val
+    held = set(val)
+    return [i for i in range(len(names)) if i not in held], val
 
 
 def _name_fraction(name: str) -> float:
@@ -220,7 +221,7 @@ def _content_digests(paths, cache) -> tuple[dict, list]:
         if status and max(status[3], status[4]) < started - SETTLED_NS:
             remembered[name] = [status, digests[path]]
     if index and remembered != known:  # a lost or torn index only means hashing again
-        write_bytes_atomic(index, json.dumps(remembered).encode(), durable=False)
+        write_bytes_atomic(index, json.dumps(remembered).encode(), durable=False, clean=False)
     return digests, bad
 
 
@@ -300,7 +301,7 @@ def _store_cached(cache: Path, key: str, result):
     else:
         path = _cache_path(cache, key, ".events")
         data = np.ascontiguousarray(result, EVENT_DTYPE).tobytes()
-    write_bytes_atomic(path, data + _checksum(data), durable=False)
+    write_bytes_atomic(path, data + _checksum(data), durable=False, clean=False)
 
 
 def _load_cached(cache: Path, key: str):

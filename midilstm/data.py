@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .checks import is_number
 from .errors import ParameterError
 
 NO_VALIDATION = "none: too little music"  # what a history without validation says
@@ -48,8 +49,7 @@ def split_pieces(pieces: list, val_fraction: float = 0.1, seed: int = 0):
 
 
 def _check_fraction(val_fraction):
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float, np.floating)) \
-            or not 0 < val_fraction < 1:
+    if not is_number(val_fraction) or not 0 < val_fraction < 1:
         raise ParameterError("val_fraction",
                              f"must be a number between 0 and 1, not {val_fraction!r}")
 

@@ -20,15 +20,18 @@ STALE_AFTER_S = 15 * 60  # no write of ours takes this long: an older temporary 
 _TEMPORARY = re.compile(r"^\.(?P<name>.+?)\.(?:(?P<pid>\d+)\.)?[a-z0-9_]{8}\.tmp$")
 
 
-def write_bytes_atomic(path, data: bytes, *, durable: bool = True) -> Path:
+def write_bytes_atomic(path, data: bytes, *, durable: bool = True, clean: bool = True) -> Path:
     """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
 
     ``durable`` flushes the data to the disk before the rename, so a power cut cannot leave a
-    torn file under the name. A cache whose entries carry their own checksum can skip it: the
-    flush costs more than the write for thousands of small files."""
+    torn file under the name. ``clean`` first removes temporaries that killed writers left in
+    the folder (``remove_stale_temporaries``). A cache writing thousands of small entries that
+    carry their own checksum skips both: the flush and the folder listing cost more than the
+    write, and a writer's pid means nothing on another machine sharing the cache."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path.parent)
+    if clean:
+        remove_stale_temporaries(path.parent)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as open()
     try:

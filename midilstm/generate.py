@@ -34,7 +34,7 @@ from .codec import HEADS, EventCodec
 from .errors import ParameterError
 from .events import drop_orphan_offs, end_all_notes, make_events
 from .lstm_cell import layer_weights
-from .model import ModelConfig, NoteLSTM
+from .model import ModelConfig, NoteLSTM, torch_threads
 
 
 BLAS_STREAMS = 8  # from this many variations on, numpy's matrix products beat compiled loops
@@ -243,7 +243,13 @@ class Improviser:
 
     def _numpy_step(self, codes):
         """The network step as matrix products over all streams (``step.lstm_step`` is the
-        same step as loops, faster for a few streams)."""
+        same step as loops, faster for a few streams). The products are torch's on one thread
+        (``_times_transposed``): numpy's OpenBLAS runs a thread per core, and on a busy machine
+        those threads spin-wait for each other (64 variations 7-16x slower under load)."""
+        with torch_threads(1):
+            self._lstm_products(codes)
+
+    def _lstm_products(self, codes):
         x = self.tables[0][codes[:, 0]] + self.tables[1][codes[:, 1]] + self.tables[2][codes[:, 2]]
         for layer in range(len(self.w_hh)):
             gates = (x if layer == 0
@@ -316,15 +322,8 @@ def generate(model: NoteLSTM, codec: EventCodec, primer: np.ndarray, *, n_events
 
 
 def _times_transposed(a: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``a @ w.T`` on one thread. numpy's OpenBLAS runs one thread per core, and on a busy
-    machine those threads spin-wait for each other: 64 variations generated 7-16x slower under
-    load. torch's matrix product (same memory, no copy) on one torch thread does not."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return (torch.from_numpy(a) @ torch.from_numpy(w).T).numpy()
-    finally:
-        torch.set_num_threads(threads)
+    """``a @ w.T`` by torch (same memory, no copy), on torch's current threads."""
+    return (torch.from_numpy(a) @ torch.from_numpy(w).T).numpy()
 
 
 def _log_softmax(x):
@@ -349,7 +348,6 @@ def warm_up(verbose: bool = True) -> float:
     if verbose and not _numba_cache_exists():
         print("compiling the sampler (once, about 30 s; later runs load it from the cache)...",
               flush=True)
-    from .events import make_events
     events = make_events([(60, 80, 0.0), (60, 0, 0.5)])
     codec = EventCodec(n_time_bins=1).fit(events)
     model = NoteLSTM(ModelConfig(sizes=codec.sizes, hidden_size=2, dropout=0.0)).eval()

@@ -11,6 +11,7 @@ that explicit with learned, smaller embedding tables.
 """
 from __future__ import annotations
 
+import contextlib
 import reprlib
 from dataclasses import asdict, dataclass
 
@@ -106,3 +107,17 @@ class NoteLSTM(nn.Module):
             tables.append(vectors @ block.T)
             start += width
         return tables
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """torch's CPU thread count set to ``n`` inside the block (``None``: left as it is), and
+    restored after. One thread keeps this small network fast on a busy machine: with more,
+    OpenMP's threads spin-wait for each other (``bench/threads.py``)."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

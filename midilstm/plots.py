@@ -6,12 +6,16 @@ so notebooks stay short and every picture looks the same across notebooks.
 """
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 
 from .codec import HEADS
 from .constants import PITCH_HIGH, PITCH_LOW
 from .events import events_to_notes
+from .files import write_bytes_atomic
 
 MAX_ROLL_NOTES = 20_000  # one patch per note: beyond this a roll takes minutes and GBs to draw
 
@@ -98,6 +102,15 @@ def step_learning_curve(history: list, baselines: dict | None = None):
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def save_png(fig, path, dpi: int = 100, **options) -> Path:
+    """``fig`` as a PNG written atomically (rendered to memory first, so a crash or Ctrl-C
+    never leaves half a picture), then closed."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, **options)
+    plt.close(fig)
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 def piano_roll(ax, events: np.ndarray, title: str = "", max_seconds: float | None = None,

@@ -536,6 +536,7 @@ def _plot_summary(rows, out: Path, grid_names):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .plots import save_png
     ok = [r for r in rows if r["status"] == "ok" and "train.val_nll" in r]
     varied = [n for n in grid_names if len({str(r.get(n)) for r in rows}) > 1] or grid_names
     fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(rows)), 3.5))
@@ -545,10 +546,7 @@ def _plot_summary(rows, out: Path, grid_names):
     ax.set_ylabel("validation NLL (nats/event)")
     failed = len(rows) - len(ok)
     ax.set_title(f"{len(ok)} runs" + (f", {failed} failed" if failed else ""))
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    write_bytes_atomic(out / "summary.png", buffer.getvalue())
+    save_png(fig, out / "summary.png", bbox_inches="tight")
 
 
 # --- the committed notebooks ---------------------------------------------------------------------
@@ -690,7 +688,7 @@ def add_run_commands(commands) -> None:
         epilog=EXAMPLES + "\n" + parameter_help())
     run.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                      help="a notebook parameter (see the list below)")
-    run.add_argument("--out", default=None, help="run directory (default: a new runs/<time>-<n>)")
+    run.add_argument("--out", default=None, help="run directory (default: a new runs/<date>-<time>-<4 hex>)")
     _add_mode(run)
     run.add_argument("--from", dest="start", choices=SERIES, metavar="NOTEBOOK",
                      help="start at this notebook (with --resume: keep the earlier ones' files)")

@@ -41,7 +41,7 @@ from .codec import HEADS, EventCodec
 from .constants import DEVICE_PATTERN
 from .data import NO_VALIDATION, count_targets, training_sequences, transpose
 from .errors import ParameterError
-from .model import ModelConfig, NoteLSTM
+from .model import ModelConfig, NoteLSTM, torch_threads
 
 
 @dataclass(frozen=True)
@@ -179,15 +179,10 @@ def train(codec: EventCodec, train_codes: list, val_codes: list, config: TrainCo
     if not validating:
         print(f"no validation data ({NO_VALIDATION}): training {config.epochs} epochs without "
               "early stopping and keeping the last one")
-    threads_before = torch.get_num_threads()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads):
         best, trained = _fit(codec, train_codes, val_codes, config, model_config, validating,
                              partial, resume_from, params, data_hashes, progress, on_epoch,
                              log_every)
-    finally:
-        torch.set_num_threads(threads_before)
     if partial is not None and trained:
         best.save(partial)  # the final history, even when the best epoch was early
         os.replace(partial, checkpoint_path)
