@@ -21,6 +21,7 @@ import mido
 import numpy as np
 
 from .constants import DEFAULT_BPM, DEFAULT_PPQ, DRUM_CHANNEL, MICROSECONDS_PER_MINUTE
+from .checks import check_positive, is_int
 from .errors import ParameterError
 from .events import events_to_notes
 from .files import write_bytes_atomic
@@ -85,10 +86,9 @@ def events_to_midi(events: np.ndarray, *, bpm: float = DEFAULT_BPM, ppq: int = D
     """Build a type 0 ``mido.MidiFile`` from events."""
     for name_, value, low, high in (("channel", channel, 0, 15), ("program", program, 0, 127),
                                     ("ppq", ppq, 1, 32767)):
-        if not low <= value <= high:
-            raise ParameterError(name_, f"must be {low}..{high}, got {value}")
-    if not bpm > 0:
-        raise ParameterError("bpm", f"must be > 0, got {bpm}")
+        if not is_int(value) or not low <= value <= high:
+            raise ParameterError(name_, f"must be a whole number in {low}..{high}, not {value!r}")
+    check_positive("bpm", bpm)
     notes, _ = events_to_notes(events)
     track = mido.MidiTrack(header_messages(bpm, channel, program, name)
                            + note_messages(note_switches(notes, bpm, ppq), channel)

@@ -1,5 +1,6 @@
 """Writing MIDI: explicit tempo, PPQ, channel and program; real note-offs; seconds -> ticks
 through the tempo; atomic writes; and the round trip read -> write -> read within one tick."""
+import math
 import os
 
 import mido
@@ -234,7 +235,8 @@ def test_seconds_to_ticks_rounds_absolute_times():
     assert seconds_to_ticks([0.0, 1 / 3, 0.0005, 0.0006, 2.0], 120, 480).tolist() == [0, 320, 0, 1, 1920]
 
 
-@pytest.mark.parametrize("options", [dict(bpm=0), dict(bpm=-5), dict(ppq=0)])
+@pytest.mark.parametrize("options", [dict(bpm=0), dict(bpm=-5), dict(ppq=0), dict(bpm=math.inf),
+                                     dict(bpm=math.nan), dict(channel=True), dict(ppq=96.5)])
 def test_bad_tempo_or_resolution(options):
     from midilstm.errors import ParameterError
     with pytest.raises(ParameterError, match=f"parameter {next(iter(options))}"):
