@@ -53,6 +53,7 @@ from .corpus import Corpus, load_corpus, read_corpus, split_names
 from .data import _check_fraction, transpose
 from .errors import MidiInputError, MidilstmError, ParameterError
 from .model import ModelConfig, NoteLSTM, torch_threads
+from .sounding import held_before
 from .train import evaluate, optimiser_step, pick_device, sequence_loss
 
 
@@ -156,6 +157,7 @@ def train_corpus(corpus: Corpus, config: CorpusTrainConfig = CorpusTrainConfig()
         shared = np.random.default_rng(config.seed)  # window positions: the same on all ranks
         own = np.random.default_rng([config.seed, rank])  # transposition: this rank's share
         window = np.arange(length)
+        held = _held_before(corpus, codec, train_idx)
         history, best, best_nll, running = [], None, math.inf, np.zeros(2)
         train_names = [corpus.names[i] for i in train_idx]
         base_params = {"val_pieces": [corpus.names[i] for i in val_idx],
@@ -171,9 +173,11 @@ def train_corpus(corpus: Corpus, config: CorpusTrainConfig = CorpusTrainConfig()
             mine = starts[rank::world]
             codes = codec.encode(corpus.events[mine[:, None] + window].reshape(-1))
             codes = codes.reshape(len(mine), length, 3)
-            codes = transpose(codes, config.transpose_semitones, codec.n_pitches, own)
+            codes, before = transpose(codes, config.transpose_semitones, codec.n_pitches, own,
+                                      held[mine])
             with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-                loss, _ = sequence_loss(stepper, torch.as_tensor(codes, device=device), stats=False)
+                loss, _ = sequence_loss(stepper, torch.as_tensor(codes, device=device),
+                                        stats=False, before=torch.as_tensor(before, device=device))
             optimiser_step(stepper, optimizer, loss, config.grad_clip)
             running += (loss.item(), 1)
             events_per_s = (step + 1) * config.batch_size * world * (length - 1) / (
@@ -216,6 +220,16 @@ def train_corpus(corpus: Corpus, config: CorpusTrainConfig = CorpusTrainConfig()
             del stepper  # interpreter exit, its gloo threads could abort the process (about 1
             gc.collect()  # run in 15 of the 2-process test)
         return best if rank == 0 else None
+
+
+def _held_before(corpus: Corpus, codec: EventCodec, pieces) -> np.ndarray:
+    """The pitches sounding before each event of the corpus (``sounding.held_before``), for
+    the given pieces (others stay empty): (events, pitches) bools, 89 bytes an event."""
+    held = np.zeros((len(corpus.events), codec.n_pitches), bool)
+    for i in pieces:
+        start, end = corpus.offsets[i], corpus.offsets[i + 1]
+        held[start:end] = held_before(codec.encode(corpus.piece(i)), codec.n_pitches)
+    return held
 
 
 def held_out_split(checkpoint: Checkpoint, corpus: Corpus) -> tuple[list, list]:

@@ -170,6 +170,7 @@ def _model_config(path, raw: dict) -> ModelConfig:
             raise CheckpointError(path, f"model_config.{reprlib.repr(key)} is not a config field")
     if "sizes" not in raw:
         raise CheckpointError(path, "model_config.sizes is missing")
+    raw = {"sounding_input": False, **raw}  # saved before the field existed: the lesson's inputs
     try:  # ModelConfig checks every field's type and bounds before anything is sized
         return ModelConfig(**raw)
     except ParameterError as err:
@@ -191,6 +192,8 @@ def expected_state_shapes(config: ModelConfig) -> dict:
         inputs = (3 * width[0], width[1])
     else:
         inputs = classes
+    if config.sounding_input:
+        inputs = (inputs[0] + config.sizes[0], f"{inputs[1]} with sounding_input")
     for layer in range(config.num_layers):
         shapes[f"lstm.weight_ih_l{layer}"] = (gates, inputs if layer == 0 else hidden)
         shapes[f"lstm.weight_hh_l{layer}"] = (gates, hidden)

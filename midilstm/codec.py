@@ -29,7 +29,7 @@ import numpy as np
 from .checks import is_int, is_number
 from .constants import N_VELOCITIES, PITCH_HIGH, PITCH_LOW
 from .errors import CodecError
-from .events import EVENT_DTYPE, onset_times_s
+from .events import EVENT_DTYPE, onset_times_s, texture_limits
 from .files import write_json_atomic
 
 TIME_STRATEGIES = ("uniform", "log", "quantile")
@@ -52,6 +52,10 @@ class EventCodec:
     pitch_high: int = PITCH_HIGH
     time_edges_s: list = field(default_factory=list)  # n_time_bins + 1 edges, fitted
     time_centers_s: list = field(default_factory=list)  # n_time_bins values, fitted
+    # The training music's texture, fitted with the bins, for generation's learned limits
+    # (``SamplingConfig``); None in codecs saved before they existed.
+    longest_note_s: float | None = None  # its longest note
+    max_polyphony: int | None = None  # the most notes it sounds at once
 
     def __post_init__(self):
         check_codec_fields(asdict(self))
@@ -101,6 +105,9 @@ class EventCodec:
             float(np.mean(positive[bins == b])) if (bins == b).any()
             else float(np.sqrt(edges[b] * edges[b + 1]))  # an empty bin decodes to its middle
             for b in range(self.n_time_bins)]
+        limits = [texture_limits(piece) for piece in pieces]
+        self.longest_note_s = max(seconds for seconds, _ in limits)
+        self.max_polyphony = max(count for _, count in limits)
         return self
 
     def _timed(self, deltas: np.ndarray) -> np.ndarray:
@@ -234,6 +241,12 @@ def check_codec_fields(values: dict, where: str = "codec") -> None:
         bad("pitch_low", "must be a MIDI pitch 0..127")
     if not is_int(high) or not low <= high <= 127:
         bad("pitch_high", f"must be a MIDI pitch in pitch_low ({low})..127")
+    longest = values["longest_note_s"]
+    if longest is not None and (not is_number(longest, finite=True) or longest < 0):
+        bad("longest_note_s", "must be null or a finite number >= 0")
+    most = values["max_polyphony"]
+    if most is not None and (not is_int(most) or not 0 <= most <= 128):
+        bad("max_polyphony", "must be null or an integer in 0..128")
     edges = _numbers(values, "time_edges_s", (0, n_bins + 1), where,
                      f"n_time_bins {n_bins} needs {n_bins + 1} (or none before fitting)")
     centers = _numbers(values, "time_centers_s", (max(len(edges) - 1, 0),), where,

@@ -85,8 +85,12 @@ def validation_note(pieces: list, val: list, val_fraction: float = 0.1) -> str |
             f"several pieces. Training runs without early stopping and keeps its last epoch.")
 
 
-def training_sequences(codes_list: list, seq_len: int, rng: np.random.Generator) -> np.ndarray:
+def training_sequences(codes_list: list, seq_len: int, rng: np.random.Generator,
+                       held: list | None = None):
     """One epoch of training sequences, shape (n, seq_len + 1, 3), shuffled.
+
+    With ``held`` (per piece, ``midilstm.sounding.held_before`` of its codes) it returns
+    ``(sequences, before)``: also the pitches sounding before each sequence's first event.
 
     Each piece is cut into back-to-back sequences from a random offset, so an epoch covers
     (nearly) every step once and the cut points move between epochs. A sequence's inputs are
@@ -97,8 +101,8 @@ def training_sequences(codes_list: list, seq_len: int, rng: np.random.Generator)
     if longest < 2:
         raise ParameterError("train_codes", "no piece has 2 events: nothing to learn from")
     seq_len = min(seq_len, longest - 1)
-    chunks = []
-    for codes in codes_list:
+    chunks, befores = [], []
+    for i, codes in enumerate(codes_list):
         if len(codes) < seq_len + 1:
             continue
         offset = int(rng.integers(0, min(seq_len, len(codes) - seq_len)))
@@ -107,19 +111,34 @@ def training_sequences(codes_list: list, seq_len: int, rng: np.random.Generator)
         # input of the next, so no transition is skipped.
         starts = offset + seq_len * np.arange(n)
         chunks.append(codes[starts[:, None] + np.arange(seq_len + 1)])
-    sequences = np.concatenate(chunks)
-    return sequences[rng.permutation(len(sequences))]
+        if held is not None:
+            befores.append(held[i][starts])
+    order = rng.permutation(sum(map(len, chunks)))
+    sequences = np.concatenate(chunks)[order]
+    return sequences if held is None else (sequences, np.concatenate(befores)[order])
 
 
 def transpose(sequences: np.ndarray, max_semitones: int, n_pitches: int,
-              rng: np.random.Generator) -> np.ndarray:
+              rng: np.random.Generator, before: np.ndarray | None = None):
     """Shift each sequence's pitch classes by a random number of semitones in
-    [-max_semitones, max_semitones], limited so that no pitch leaves the range."""
+    [-max_semitones, max_semitones], limited so that no pitch leaves the range. With ``before``
+    (the pitches sounding before each sequence, (n, n_pitches) bools) it returns
+    ``(sequences, before)``, both shifted alike."""
     if max_semitones <= 0:
-        return sequences
+        return sequences if before is None else (sequences, before)
     pitch = sequences[:, :, 0]
+    low, high = pitch.min(axis=1), pitch.max(axis=1)
+    if before is not None:  # a held pitch must stay in range too
+        held = before.any(axis=1)
+        low = np.where(held, np.minimum(low, before.argmax(axis=1)), low)
+        high = np.where(held, np.maximum(high, n_pitches - 1 - before[:, ::-1].argmax(axis=1)),
+                        high)
     shift = rng.integers(-max_semitones, max_semitones + 1, len(sequences))
-    shift = np.clip(shift, -pitch.min(axis=1), n_pitches - 1 - pitch.max(axis=1))
+    shift = np.clip(shift, -low, n_pitches - 1 - high)
     out = sequences.copy()
     out[:, :, 0] += shift[:, None]
-    return out
+    if before is None:
+        return out
+    # each row rolled by its shift; the clip above keeps every held pitch from wrapping round
+    return out, np.take_along_axis(before, (np.arange(n_pitches) - shift[:, None]) % n_pitches,
+                                   axis=1)

@@ -85,6 +85,24 @@ def events_to_notes(events: np.ndarray) -> tuple[np.ndarray, dict]:
     return notes, {"orphan_offs": orphan_offs, "closed_at_end": len(closed)}
 
 
+def texture_limits(events: np.ndarray) -> tuple[float, int]:
+    """``(longest note in s, most notes sounding at once)`` of a piece's events: the bounds
+    of its texture that generation may learn from (``SamplingConfig``). Counted with the rule
+    the network and the sampler use (``midilstm.sounding``): a pitch sounds from a note-on
+    until the next note-off of that pitch."""
+    since: dict[int, float] = {}
+    longest, most, now = 0.0, 0, 0.0
+    for pitch, velocity, delta in zip(events["pitch"].tolist(), events["velocity"].tolist(),
+                                      events["delta_s"].tolist()):
+        now += delta
+        if velocity > 0:
+            since.setdefault(pitch, now)
+            most = max(most, len(since))
+        elif pitch in since:
+            longest = max(longest, now - since.pop(pitch))
+    return longest, most
+
+
 def strike_again(notes: np.ndarray) -> tuple[np.ndarray, dict]:
     """Notes that one stream of ``(pitch, velocity, delta_s)`` events can carry exactly.
 

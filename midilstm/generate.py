@@ -10,9 +10,11 @@ cost far more in Python call overhead than in arithmetic (``midilstm.step``).
 
 Sampling controls: temperature (overall or per head), top-k, top-p, a seed, several
 variations in one batch, and note hygiene: a note-off is only sampled for a sounding pitch, a
-sounding pitch is ended before it is struck again, and a note held longer than ``max_note_s``
-is ended. Each step samples the velocity head first (note on or off?), then the pitch among the
-pitches that allows, then the time.
+sounding pitch is ended before it is struck again. Two limits keep the texture within what the
+training music does, with numbers learned from it (the codec holds them): a note held longer
+than its longest note (``max_note_s``) is ended, and no note starts while as many sound as it
+ever held at once (``max_polyphony``). Each step samples the velocity head first (note on or
+off?), then the pitch among the pitches that allows, then the time.
 
 ``reference_step`` is the same sampling written plainly in numpy, one stream, one head at a
 time: the recipe to read (notebook 04 teaches with it). A test checks that it gives exactly the
@@ -21,7 +23,7 @@ fast path's distributions. ``warm_up()`` compiles the fast path with a visible m
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +50,10 @@ class SamplingConfig:
     temperature_time: float | None = None
     top_k: int | None = None  # keep only the k most likely classes of each head
     top_p: float | None = None  # keep the smallest set of classes with this much probability
-    max_note_s: float = 5.0  # end notes held longer than this (Magenta uses 5 s)
+    # Texture limits: None learns them from the training music (the codec's longest note and
+    # most notes at once), 0 switches them off, a number sets them.
+    max_note_s: float | None = None  # end notes held longer than this many seconds
+    max_polyphony: int | None = None  # start no note while this many sound
 
     def __post_init__(self):
         for name in ("temperature",) + tuple(f"temperature_{h}" for h in HEADS):
@@ -65,8 +70,21 @@ class SamplingConfig:
                                  f"not {self.top_k!r}")
         if self.top_p is not None and not (is_number(self.top_p) and 0 < self.top_p <= 1):
             raise ParameterError("top_p", f"must be None (off) or in (0, 1], not {self.top_p!r}")
-        if not is_number(self.max_note_s) or not self.max_note_s > 0:
-            raise ParameterError("max_note_s", f"must be a number > 0, not {self.max_note_s!r}")
+        if self.max_note_s is not None and not (is_number(self.max_note_s)
+                                                and self.max_note_s >= 0):
+            raise ParameterError("max_note_s", "must be None (learned), 0 (off) or a number of "
+                                 f"seconds > 0, not {self.max_note_s!r}")
+        if self.max_polyphony is not None and not (is_int(self.max_polyphony)
+                                                   and self.max_polyphony >= 0):
+            raise ParameterError("max_polyphony", "must be None (learned), 0 (off) or a whole "
+                                 f"number >= 1, not {self.max_polyphony!r}")
+
+    def with_limits(self, codec: EventCodec) -> "SamplingConfig":
+        """This config with its learned limits (None) taken from the codec's training music.
+        A codec saved before it measured them leaves them off (0)."""
+        learned = {"max_note_s": codec.longest_note_s, "max_polyphony": codec.max_polyphony}
+        return replace(self, **{name: getattr(self, name) if getattr(self, name) is not None
+                                else (value or 0) for name, value in learned.items()})
 
     def temperature_of(self, head: str) -> float:
         value = getattr(self, f"temperature_{head}")
@@ -77,10 +95,13 @@ class SamplingConfig:
 
 
 # --- the sampling recipe, written plainly (the fast path is midilstm.step.sample_step) ----------
-def allowed_velocities(sounding_since: np.ndarray, n_velocities: int) -> np.ndarray:
-    """A note-off (velocity class 0) only while some note sounds."""
-    allowed = np.ones(n_velocities, bool)
-    allowed[0] = (~np.isnan(sounding_since)).any()
+def allowed_velocities(sounding_since: np.ndarray, n_velocities: int,
+                       max_polyphony: int = 0) -> np.ndarray:
+    """A note-off (velocity class 0) only while some note sounds; a note-on (any other class)
+    only while fewer than ``max_polyphony`` sound (0: no limit)."""
+    sounding = int((~np.isnan(sounding_since)).sum())
+    allowed = np.full(n_velocities, not 0 < max_polyphony <= sounding)
+    allowed[0] = sounding > 0
     return allowed
 
 
@@ -128,7 +149,8 @@ def reference_step(log_probs: list, sounding_since: np.ndarray, now_s: float,
                    sampling: "SamplingConfig", uniforms) -> tuple[np.ndarray, dict]:
     """One event for one stream, the readable way: velocity first (on or off?), then a pitch
     that choice allows, then the time; a note held longer than ``max_note_s`` overrides the
-    draw. ``log_probs``: the three heads' scores (e.g. ``improviser.log_probs`` row 0);
+    draw. ``sampling`` holds its limits as numbers (``SamplingConfig.with_limits``; 0: off).
+    ``log_probs``: the three heads' scores (e.g. ``improviser.log_probs`` row 0);
     ``sounding_since``: onset of each sounding pitch, NaN if silent; ``now_s``: the stream's
     clock; ``uniforms``: three numbers in [0, 1) for (pitch, velocity, time).
     Returns ``(codes (3,), {head: distribution sampled from})``, as ``Improviser.step``."""
@@ -138,8 +160,11 @@ def reference_step(log_probs: list, sounding_since: np.ndarray, now_s: float,
         return reference_distribution(scores, allowed, sampling.temperature_of(head),
                                       sampling.top_k, sampling.top_p)
 
-    p_velocity = distribution("velocity", lp_velocity,
-                              allowed_velocities(sounding_since, len(lp_velocity)))
+    if sampling.max_note_s is None or sampling.max_polyphony is None:
+        raise ValueError("reference_step needs numbers for the limits: "
+                         "pass sampling.with_limits(codec)")
+    p_velocity = distribution("velocity", lp_velocity, allowed_velocities(
+        sounding_since, len(lp_velocity), sampling.max_polyphony))
     velocity = reference_draw(p_velocity, uniforms[1])
     p_pitch = distribution("pitch", lp_pitch, allowed_pitches(sounding_since, velocity))
     pitch = reference_draw(p_pitch, uniforms[0])
@@ -147,7 +172,7 @@ def reference_step(log_probs: list, sounding_since: np.ndarray, now_s: float,
                           allowed_times(sounding_since, now_s, velocity, pitch, len(lp_time)))
     time_class = reference_draw(p_time, uniforms[2])
     held_too_long = np.flatnonzero(now_s - sounding_since > sampling.max_note_s)  # NaN: False
-    if len(held_too_long):  # ended at once, whatever was drawn (the lowest such pitch first)
+    if sampling.max_note_s > 0 and len(held_too_long):  # ended at once, the lowest pitch first
         pitch, velocity, time_class = held_too_long[0], 0, 0
     return (np.array([pitch, velocity, time_class]),
             {"pitch": p_pitch, "velocity": p_velocity, "time": p_time})
@@ -165,6 +190,7 @@ class Improviser:
 
     def __init__(self, model: NoteLSTM, codec: EventCodec, sampling: SamplingConfig = SamplingConfig(),
                  seed: int = 0, n_variations: int = 1):
+        sampling = sampling.with_limits(codec)  # the learned limits, as numbers (0: off)
         self.codec, self.sampling, self.n = codec, sampling, n_variations
         self.rng = np.random.default_rng(seed)
         self._copy_weights(model)
@@ -181,12 +207,13 @@ class Improviser:
         self.inv_temperature = np.array([1 / max(sampling.temperature_of(h), 1e-6) for h in HEADS])
         self.top_k = sampling.top_k or 0  # 0: off
         self.top_p = 1.0 if sampling.top_p is None else float(sampling.top_p)  # 1: off
+        self.max_note_s = float(sampling.max_note_s) or np.inf  # off: no note is too long
         self._codes = np.zeros((n_variations, 3), np.int64)
         self._probs = np.zeros((n_variations, sum(codec.sizes)))
         self._considered_logits = None  # set by step(): the scores behind ``considered``
         # A model and a codec that disagree are refused here, in one line, not mid-generation.
-        step.check_step_arrays(self.sizes, *self.tables, self.w_ih, self.w_hh, self.bias,
-                               self.head_w, self.head_b, self.h, self.c, self.logits,
+        step.check_step_arrays(self.sizes, *self.tables, self.table_s, self.w_ih, self.w_hh,
+                               self.bias, self.head_w, self.head_b, self.h, self.c, self.logits,
                                self._probs, self.sounding_since, self.time_centers)
         warm_up()
 
@@ -207,6 +234,9 @@ class Improviser:
                              or [np.zeros((4 * hidden, hidden), np.float32)])
         self.tables = [f32(t) * scale for t in model.input_tables()]
         self.tables[0] += self.bias[0]  # the first layer's bias rides on the pitch table
+        # what each sounding pitch adds (no rows: a model that does not read them)
+        self.table_s = (self.tables.pop() if len(self.tables) == 4
+                        else np.zeros((0, 4 * hidden), np.float32))
         self.head_w, self.head_b = f32(model.head.weight), f32(model.head.bias)
 
     @property
@@ -231,11 +261,11 @@ class Improviser:
         """Advance every stream by one event (codes: (n_variations, 3)); with ``end_held`` an
         event is first replaced by a note-off for a note held longer than ``max_note_s``."""
         codes = np.ascontiguousarray(codes, dtype=np.int64)
-        step.track_notes(codes, self.time_centers, self.sampling.max_note_s, self.now_s,
+        step.track_notes(codes, self.time_centers, self.max_note_s, self.now_s,
                          self.sounding_since, end_held)
         if self.n < BLAS_STREAMS:
-            step.lstm_step(codes, self.h, self.c, *self.tables, self.w_ih, self.w_hh, self.bias,
-                           self.head_w, self.head_b, self.logits)
+            step.lstm_step(codes, self.h, self.c, *self.tables, self.table_s, self.sounding_since,
+                           self.w_ih, self.w_hh, self.bias, self.head_w, self.head_b, self.logits)
         else:
             self._numpy_step(codes)
         self.fed = True
@@ -251,6 +281,9 @@ class Improviser:
 
     def _lstm_products(self, codes):
         x = self.tables[0][codes[:, 0]] + self.tables[1][codes[:, 1]] + self.tables[2][codes[:, 2]]
+        if len(self.table_s):
+            sounding = (~np.isnan(self.sounding_since)).astype(np.float32)
+            x += (torch.from_numpy(sounding) @ torch.from_numpy(self.table_s)).numpy()
         for layer in range(len(self.w_hh)):
             gates = (x if layer == 0
                      else _times_transposed(x, self.w_ih[layer - 1]) + self.bias[layer])
@@ -291,7 +324,7 @@ class Improviser:
         if not self.fed:
             raise RuntimeError("prime the improviser with at least one event first")
         step.sample_step(self.logits, self.sizes, self.inv_temperature, self.top_k, self.top_p,
-                         self.sounding_since, self.now_s, uniforms, self._codes, self._probs)
+                         self.sampling.max_polyphony, self.sounding_since, self.now_s, uniforms, self._codes, self._probs)
         return self.feed(self._codes, end_held=True)
 
 

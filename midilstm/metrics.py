@@ -97,6 +97,36 @@ def polyphony_rate(events: np.ndarray, threshold: int = 2) -> float:
     return float(durations_s[counts >= threshold].sum() / span_s) if span_s > 0 else float("nan")
 
 
+def note_lengths(events: np.ndarray) -> np.ndarray:
+    """Every note's length in seconds."""
+    notes = _as_notes(events)
+    return notes["end_s"] - notes["start_s"]
+
+
+def sounding_over_time(events: np.ndarray, step_s: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+    """``(times, counts)``: the number of notes sounding every ``step_s`` seconds, from the
+    first note's start to the last note's end: the texture over time, held notes and all."""
+    notes = _as_notes(events)
+    if not len(notes):
+        return np.zeros(0), np.zeros(0, np.int64)
+    times = np.arange(notes["start_s"].min(), notes["end_s"].max(), step_s)
+    starts, ends = np.sort(notes["start_s"]), np.sort(notes["end_s"])
+    counts = np.searchsorted(starts, times, side="right") - np.searchsorted(ends, times,
+                                                                            side="right")
+    return times, counts
+
+
+def texture(events: np.ndarray) -> dict:
+    """How thick the music is and how long its notes last: mean polyphony, median and
+    95th-percentile note length (s). The measures a wash of held notes gives away."""
+    lengths = note_lengths(events)
+    if not len(lengths):
+        return {"polyphony": float("nan"), "median_note_s": float("nan"),
+                "p95_note_s": float("nan")}
+    return {"polyphony": polyphony(events), "median_note_s": float(np.median(lengths)),
+            "p95_note_s": float(np.percentile(lengths, 95))}
+
+
 def silence_ratio(events: np.ndarray) -> float:
     """Fraction of the piece's span during which no note sounds."""
     durations_s, counts = _sounding(_as_notes(events))
@@ -154,7 +184,7 @@ def summary(events: np.ndarray) -> dict:
             "pitch_class_entropy_bits": pitch_class_entropy(notes),
             "scale_consistency": scale_consistency(notes),
             "pitch_range_semitones": pitch_range(notes),
-            "polyphony": polyphony(notes), "polyphony_rate": polyphony_rate(notes),
+            **texture(notes), "polyphony_rate": polyphony_rate(notes),
             "note_density_per_s": note_density(notes), "silence_ratio": silence_ratio(notes),
             "longest_same_pitch_run": longest_same_pitch_run(events),
             "ngram_repetition": ngram_repetition(events)}

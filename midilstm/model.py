@@ -8,6 +8,13 @@ linear layer split into the three heads.
 One-hot input times a weight matrix selects one column of the matrix per component, so
 ``W @ onehot`` is the same as adding three embedding rows. ``input_mode="embedding"`` makes
 that explicit with learned, smaller embedding tables.
+
+With ``sounding_input`` (the default) the network also reads which pitches are sounding after
+each event (``midilstm.sounding``): 89 more 0/1 inputs. Without them it must count its own
+note-ons and note-offs, and over a long improvisation it loses count and stops ending notes.
+The model's state is therefore ``(lstm_state, sounding)``: the LSTM's ``(h, c)`` and the
+pitches sounding after the last event read, so that a sequence read in chunks (or generation)
+goes on exactly where it stopped.
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ from torch.nn import functional as F
 from .checks import is_int, is_number
 from .constants import INPUT_MODES, MAX_CLASSES, MAX_EMBEDDING, MAX_HIDDEN, MAX_LAYERS
 from .errors import ParameterError
+from .sounding import sounding_flags
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,7 @@ class ModelConfig:
     dropout: float = 0.2
     input_mode: str = "one_hot"  # or "embedding"
     embedding_dim: int = 32  # per component, only for input_mode="embedding"
+    sounding_input: bool = True  # also read which pitches sound (False: the lesson's inputs)
 
     def __post_init__(self):
         if self.input_mode not in INPUT_MODES:
@@ -53,6 +62,9 @@ class ModelConfig:
         if not is_number(self.dropout) or not 0 <= self.dropout < 1:
             raise ParameterError("dropout", f"must be a number in [0, 1), "
                                             f"not {reprlib.repr(self.dropout)}")
+        if not isinstance(self.sounding_input, bool):
+            raise ParameterError("sounding_input", f"must be true or false, "
+                                                   f"not {reprlib.repr(self.sounding_input)}")
         object.__setattr__(self, "sizes", tuple(int(s) for s in sizes))
 
     def to_dict(self) -> dict:
@@ -72,6 +84,8 @@ class NoteLSTM(nn.Module):
         else:
             self.embeddings = None
             input_size = sum(config.sizes)
+        if config.sounding_input:
+            input_size += config.sizes[0]  # one 0/1 input per pitch class
         self.lstm = nn.LSTM(input_size, config.hidden_size, config.num_layers, batch_first=True,
                             dropout=config.dropout if config.num_layers > 1 else 0.0)
         self.dropout = nn.Dropout(config.dropout)
@@ -84,19 +98,34 @@ class NoteLSTM(nn.Module):
                               for i, n in enumerate(self.config.sizes)], dim=-1)
         return torch.cat([emb(codes[..., i]) for i, emb in enumerate(self.embeddings)], dim=-1)
 
+    def inputs(self, codes: torch.Tensor, before: torch.Tensor | None = None):
+        """The LSTM's input for codes (batch, time, 3): the classes (``embed``), then, with
+        ``sounding_input``, the pitches sounding after each event (``before``: those sounding
+        before the first, (batch, pitches) bools; None: none). Returns ``(inputs, sounding
+        after the last event or None)``."""
+        x = self.embed(codes)
+        if not self.config.sounding_input:
+            return x, None
+        flags = sounding_flags(codes, self.config.sizes[0], before)
+        return torch.cat([x, flags.to(x.dtype)], dim=-1), flags[:, -1]
+
     def forward(self, codes: torch.Tensor, state=None):
-        """Returns ``(log_probs, state)``; ``log_probs`` is a tuple (pitch, velocity, time)."""
-        out, state = self.lstm(self.embed(codes), state)
+        """Returns ``(log_probs, state)``; ``log_probs`` is a tuple (pitch, velocity, time) and
+        ``state`` is ``(lstm_state, sounding)`` (either may be None in the ``state`` given)."""
+        lstm_state, before = state if state is not None else (None, None)
+        x, after = self.inputs(codes, before)
+        out, lstm_state = self.lstm(x, lstm_state)
         logits = self.head(self.dropout(out)).float()  # float32 log-probs under autocast too
         return tuple(F.log_softmax(part, dim=-1)
-                     for part in logits.split(self.config.sizes, dim=-1)), state
+                     for part in logits.split(self.config.sizes, dim=-1)), (lstm_state, after)
 
     def input_tables(self) -> list[torch.Tensor]:
         """Per component, the first LSTM layer's input projection of every class.
 
         Row c of table i is ``W_ih @ x`` for an input whose component i is class c (and the
         others zero), so the projection of a whole event is a sum of three rows. Generation
-        uses this to step the network with lookups instead of matrix products.
+        uses this to step the network with lookups instead of matrix products. With
+        ``sounding_input`` a fourth table follows: row p is what a sounding pitch p adds.
         """
         weight = self.lstm.weight_ih_l0  # (4 * hidden, input_size)
         tables, start = [], 0
@@ -106,6 +135,8 @@ class NoteLSTM(nn.Module):
             vectors = torch.eye(n) if self.embeddings is None else self.embeddings[i].weight
             tables.append(vectors @ block.T)
             start += width
+        if self.config.sounding_input:
+            tables.append(weight[:, start:].T)
         return tables
 
 

@@ -113,6 +113,7 @@ PARAMETERS: dict[str, Spec] = {
     "hidden_size": Spec("int", (P03,), "LSTM units", low=1, high=MAX_HIDDEN),
     "num_layers": Spec("int", (P03,), "stacked LSTM layers", low=1, high=MAX_LAYERS),
     "input_mode": Spec("str", (P03,), "how classes enter the LSTM", choices=INPUT_MODES),
+    "sounding_input": Spec("bool", (P03,), "the LSTM also reads which pitches are sounding"),
     "dropout": Spec("float", (P03,), "dropout on the LSTM output", low=0, high=1, open_high=True),
     "seq_len": Spec("int", (P03,), "events per training sequence", low=1, high=100_000),
     "batch_size": Spec("int", (P03,), "sequences per optimiser step", low=1, high=4096),
@@ -133,8 +134,12 @@ PARAMETERS: dict[str, Spec] = {
                   low=0, optional=True),
     "top_p": Spec("float", (P04,), "sample among the classes holding this much probability",
                   low=0, high=1, open_low=True, optional=True),
-    "max_note_s": Spec("float", (P04,), "end notes held longer than this", low=0, high=3600,
-                       open_low=True),
+    "max_note_s": Spec("float", (P04,), "end notes held longer than this many seconds "
+                       "(None: the training music's longest note; 0: off)", low=0, high=3600,
+                       optional=True),
+    "max_polyphony": Spec("int", (P04,), "start no note while this many sound (None: the most "
+                          "the training music holds at once; 0: off)", low=0, high=128,
+                          optional=True),
     "bpm": Spec("float", (P04,), "tempo written into the MIDI files", low=MIN_BPM, high=MAX_BPM),
     "program": Spec("int", (P04,), "General MIDI instrument of the written files", low=0, high=127),
     # 05_evaluate
@@ -142,6 +147,8 @@ PARAMETERS: dict[str, Spec] = {
                          low=0, high=100, open_low=True),
     "top_ks": Spec("list", (P05,), "top-k values of the sampling grid (0: no top-k)", item="int", low=0),
     "grid_variations": Spec("int", (P05,), "samples per grid point", low=1, high=1024),
+    "long_events": Spec("int", (P05,), "events per sample in the texture comparison", low=1,
+                        high=MAX_GENERATED_EVENTS),
     "grid_events": Spec("int", (P05,), "events per grid sample", low=1, high=MAX_GENERATED_EVENTS),
     # shared
     "seed": SEED,

@@ -16,6 +16,7 @@ from .codec import HEADS
 from .constants import PITCH_HIGH, PITCH_LOW
 from .events import events_to_notes
 from .files import write_bytes_atomic
+from . import metrics
 
 MAX_ROLL_NOTES = 20_000  # one patch per note: beyond this a roll takes minutes and GBs to draw
 
@@ -145,6 +146,22 @@ def piano_rolls(rolls: dict, max_seconds: float | None = None, share_pitch: bool
         pitches = np.concatenate([e["pitch"][e["velocity"] > 0] for e in rolls.values()])
         if len(pitches):
             axes[0, 0].set_ylim(pitches.min() - 2, pitches.max() + 2)
+    fig.tight_layout()
+    return fig
+
+
+def texture_over_time(series: dict, limit: int | None = None, step_s: float = 0.25):
+    """Notes sounding against time, one line per ``{label: events}``; ``limit`` (the learned
+    polyphony limit) as a dashed line. A wash of held notes is a line that keeps climbing."""
+    fig, ax = plt.subplots(figsize=(12, 3))
+    for label, events in series.items():
+        times, counts = metrics.sounding_over_time(events, step_s)
+        ax.step(times - (times[0] if len(times) else 0), counts, where="post", label=label,
+                lw=1)
+    if limit:
+        ax.axhline(limit, color="grey", ls="--", lw=1, label=f"learned limit ({limit})")
+    ax.set(xlabel="seconds", ylabel="notes sounding", title="texture over time")
+    ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return fig
 

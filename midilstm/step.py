@@ -25,8 +25,8 @@ from numba import njit
 _SUM_MATH = {"reassoc", "contract"}
 
 
-def check_step_arrays(sizes, table_p, table_v, table_t, w_ih, w_hh, bias, head_w, head_b, h, c,
-                      logits, probs, sounding_since, time_centers) -> None:
+def check_step_arrays(sizes, table_p, table_v, table_t, table_s, w_ih, w_hh, bias, head_w, head_b,
+                      h, c, logits, probs, sounding_since, time_centers) -> None:
     """Raise ``ValueError`` (one line naming the array) unless the arrays the kernels below are
     given agree in shape and dtype with the codec's ``sizes`` (pitch, velocity, time classes)
     and with the state ``h`` (layers, streams, hidden): a model and a codec that disagree are
@@ -41,6 +41,7 @@ def check_step_arrays(sizes, table_p, table_v, table_t, w_ih, w_hh, bias, head_w
     expected = {"table_p": (table_p, (n_pitch, gates), f32),
                 "table_v": (table_v, (n_velocity, gates), f32),
                 "table_t": (table_t, (n_time, gates), f32),
+                "table_s": (table_s, (n_pitch if len(table_s) else 0, gates), f32),
                 "w_ih": (w_ih, (max(layers - 1, 1), gates, hidden), f32),
                 "w_hh": (w_hh, (layers, gates, hidden), f32),
                 "bias": (bias, (layers, gates), f32),
@@ -59,8 +60,13 @@ def check_step_arrays(sizes, table_p, table_v, table_t, w_ih, w_hh, bias, head_w
 
 
 @njit(cache=True, fastmath=_SUM_MATH)
-def lstm_step(codes, h, c, table_p, table_v, table_t, w_ih, w_hh, bias, head_w, head_b, logits):
+def lstm_step(codes, h, c, table_p, table_v, table_t, table_s, sounding_since, w_ih, w_hh, bias,
+              head_w, head_b, logits):
     """The same step as ``Improviser._numpy_step``, as loops, one stream after the other.
+
+    ``table_s`` (pitches, 4*hidden) holds what each sounding pitch adds to the first layer's
+    input (none: rows 0, a model that does not read them); ``sounding_since`` is NaN for a
+    silent pitch.
 
     Weight matrices are PyTorch's (outputs, inputs) layout, with the input, forget and output
     gates pre-scaled by 1/2 so that tanh gives every nonlinearity; ``w_ih`` (layers-1, 4*hidden,
@@ -68,19 +74,29 @@ def lstm_step(codes, h, c, table_p, table_v, table_t, w_ih, w_hh, bias, head_w, 
     which include its bias).
     """
     layers, streams, hidden = h.shape
-    if not _lstm_shapes_agree(codes, h, c, table_p, table_v, table_t, w_ih, w_hh, bias, head_w,
-                              head_b, logits):
+    if not (_lstm_shapes_agree(codes, h, c, table_p, table_v, table_t, w_ih, w_hh, bias, head_w,
+                               head_b, logits)
+            and table_s.shape[1] == 4 * hidden and sounding_since.shape[0] == streams
+            and (table_s.shape[0] == 0 or table_s.shape[0] == sounding_since.shape[1])):
         raise ValueError("lstm_step: the arrays' shapes disagree (see step.check_step_arrays)")
     for b in range(streams):
         if not (0 <= codes[b, 0] < table_p.shape[0] and 0 <= codes[b, 1] < table_v.shape[0]
                 and 0 <= codes[b, 2] < table_t.shape[0]):
             raise ValueError("lstm_step: a code is outside its head's classes")
     gates = np.empty(4 * hidden, np.float32)
+    held = np.empty(table_s.shape[0], np.int64)
     for b in range(streams):
+        n_held = 0
+        for pitch in range(table_s.shape[0]):
+            if not np.isnan(sounding_since[b, pitch]):
+                held[n_held] = pitch
+                n_held += 1
         for layer in range(layers):
             for j in range(4 * hidden):
-                if layer == 0:  # one-hot input: three table rows instead of a product
+                if layer == 0:  # one-hot input: table rows instead of a product
                     x = table_p[codes[b, 0], j] + table_v[codes[b, 1], j] + table_t[codes[b, 2], j]
+                    for k in range(n_held):
+                        x += table_s[held[k], j]
                 else:
                     x = bias[layer, j] + _dot(w_ih[layer - 1, j], h[layer - 1, b])
                 gates[j] = _tanh(x + _dot(w_hh[layer, j], h[layer, b]))
@@ -123,17 +139,17 @@ def _dot(a, b):
 
 
 # How a head's classes are masked by the notes sounding in a stream (note hygiene).
-ALL, SOUNDING, SILENT, OFF_NEEDS_A_NOTE, NOT_AT_ONCE = 0, 1, 2, 3, 4
+ALL, SOUNDING, SILENT, OFF_NEEDS_A_NOTE, NOT_AT_ONCE, ONLY_OFF = 0, 1, 2, 3, 4, 5
 
 
 @njit(cache=True)
-def sample_step(logits, sizes, inv_temperature, top_k, top_p, sounding_since, now_s, uniforms,
-                codes, probs):
-    """Draw one event per stream: velocity first (start or end a note?), then a pitch that
-    choice allows, then the time class (not "at once" for an off of a note that started at
-    ``now_s``). Writes ``codes`` (B, 3) and the distributions sampled from into ``probs``
-    (B, outputs). ``top_k`` 0 and ``top_p`` 1 mean "off"; a silent pitch has ``sounding_since``
-    NaN."""
+def sample_step(logits, sizes, inv_temperature, top_k, top_p, max_polyphony, sounding_since,
+                now_s, uniforms, codes, probs):
+    """Draw one event per stream: velocity first (start or end a note? no start while
+    ``max_polyphony`` notes sound), then a pitch that choice allows, then the time class (not
+    "at once" for an off of a note that started at ``now_s``). Writes ``codes`` (B, 3) and the
+    distributions sampled from into ``probs`` (B, outputs). ``top_k`` 0, ``top_p`` 1 and
+    ``max_polyphony`` 0 mean "off"; a silent pitch has ``sounding_since`` NaN."""
     streams, outputs = logits.shape
     if not (len(sizes) == 3 and sizes[0] >= 1 and sizes[1] >= 1 and sizes[2] >= 1
             and sizes[0] + sizes[1] + sizes[2] == outputs and probs.shape == logits.shape
@@ -147,8 +163,9 @@ def sample_step(logits, sizes, inv_temperature, top_k, top_p, sounding_since, no
     v0, t0 = n_pitch, n_pitch + n_velocity
     for b in range(streams):
         playing = sounding_since[b]
-        _distribution(logits[b, v0:t0], inv_temperature[1], OFF_NEEDS_A_NOTE, playing, top_k,
-                      top_p, probs[b, v0:t0])
+        full = 0 < max_polyphony <= np.sum(~np.isnan(playing))
+        _distribution(logits[b, v0:t0], inv_temperature[1], ONLY_OFF if full else OFF_NEEDS_A_NOTE,
+                      playing, top_k, top_p, probs[b, v0:t0])
         velocity = _draw(probs[b, v0:t0], uniforms[b, 1])
         mask = SOUNDING if velocity == 0 else SILENT
         if not _distribution(logits[b, :v0], inv_temperature[0], mask, playing, top_k, top_p,
@@ -173,6 +190,8 @@ def _allowed(i, mask, playing, any_playing):
         return any_playing
     if mask == NOT_AT_ONCE:
         return i > 0  # time class 0 is "at the same time"
+    if mask == ONLY_OFF:
+        return i == 0  # as many notes sound as the limit allows: only an off
     return True
 
 

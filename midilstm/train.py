@@ -42,6 +42,7 @@ from .constants import DEVICE_PATTERN
 from .data import NO_VALIDATION, count_targets, training_sequences, transpose
 from .errors import ParameterError
 from .model import ModelConfig, NoteLSTM, torch_threads
+from .sounding import held_before
 
 
 @dataclass(frozen=True)
@@ -90,11 +91,13 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def sequence_loss(model: NoteLSTM, batch: torch.Tensor, stats: bool = True):
+def sequence_loss(model: NoteLSTM, batch: torch.Tensor, stats: bool = True,
+                  before: torch.Tensor | None = None):
     """Summed NLL of the three heads over every step of ``batch`` (n, seq_len + 1, 3), plus
     per-head (nll_sum, correct, count) for the metrics (``None`` with ``stats=False``: the
-    argmax for the accuracy costs about 8% of a small model's training step)."""
-    log_probs, _ = model(batch[:, :-1])
+    argmax for the accuracy costs about 8% of a small model's training step). ``before``: the
+    pitches sounding before each sequence (n, pitches) bools, for a model that reads them."""
+    log_probs, _ = model(batch[:, :-1], (None, before))
     targets = batch[:, 1:]
     per_head, total = [], 0.0
     for i, lp in enumerate(log_probs):
@@ -218,12 +221,13 @@ def _fit(codec, train_codes, val_codes, config, model_config, validating, partia
         best_nll = min((h["val"]["nll"] for h in history if h.get("val")), default=math.inf)
         best = best or _snapshot(model, codec, config, history, -1, params, data_hashes, optimizer)
         stale, completed = 0, 0
+        held = [held_before(codes, codec.n_pitches) for codes in train_codes]
         bar = tqdm(range(len(history), config.epochs), desc="training", unit="epoch",
                    disable=not progress, initial=len(history), total=config.epochs)
         try:
             for epoch in bar:
-                record = _train_epoch(model, optimizer, train_codes, config, codec, rng, device,
-                                      epoch)
+                record = _train_epoch(model, optimizer, train_codes, held, config, codec, rng,
+                                      device, epoch)
                 if validating:
                     record["val"] = evaluate(model, val_codes, device)
                 else:
@@ -273,16 +277,19 @@ def _log_line(record, epochs, best_epoch) -> str:
             f"{rate:,.0f} events/s")
 
 
-def _train_epoch(model, optimizer, train_codes, config, codec, rng, device, epoch):
-    """One pass over freshly cut and shuffled training sequences."""
-    sequences = training_sequences(train_codes, config.seq_len, rng)
-    sequences = transpose(sequences, config.transpose_semitones, codec.n_pitches, rng)
+def _train_epoch(model, optimizer, train_codes, held, config, codec, rng, device, epoch):
+    """One pass over freshly cut and shuffled training sequences (``held``: per piece, the
+    pitches sounding before each event)."""
+    sequences, before = training_sequences(train_codes, config.seq_len, rng, held)
+    sequences, before = transpose(sequences, config.transpose_semitones, codec.n_pitches, rng,
+                                  before)
     batches = torch.as_tensor(sequences, dtype=torch.long).split(config.batch_size)
+    befores = torch.as_tensor(before).split(config.batch_size)
     model.train()
     totals = np.zeros((3, 3))
     start = time.perf_counter()
-    for batch in batches:
-        loss, stats = sequence_loss(model, batch.to(device))
+    for batch, held_at_start in zip(batches, befores):
+        loss, stats = sequence_loss(model, batch.to(device), before=held_at_start.to(device))
         optimiser_step(model, optimizer, loss, config.grad_clip)
         for i, (nll, correct, count) in enumerate(stats):
             totals[i] += (nll.item(), correct.item(), count)

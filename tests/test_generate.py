@@ -22,7 +22,8 @@ PRIMER = EVENTS[:20]  # ends every note it starts
 MODEL = tiny_model(CODEC, seed=2)
 MODES = [dict(input_mode="one_hot"), dict(input_mode="embedding", embedding_dim=6),
          dict(input_mode="one_hot", num_layers=2),
-         dict(input_mode="embedding", embedding_dim=6, num_layers=2)]
+         dict(input_mode="embedding", embedding_dim=6, num_layers=2),
+         dict(input_mode="one_hot", sounding_input=False)]  # the lesson's inputs (no table_s)
 
 
 def midi_bytes(events) -> bytes:
@@ -121,10 +122,11 @@ def greedy_choice(improviser) -> np.ndarray:
 
 
 def greedy_fraction(sampling, n_steps=100, n_variations=8) -> float:
-    """How often a step picks exactly what the greedy decoder would (``max_note_s`` is made
-    large: a note held too long is ended whatever the model says)."""
-    improviser = Improviser(MODEL, CODEC, replace(sampling, max_note_s=1e9), seed=3,
-                            n_variations=n_variations)
+    """How often a step picks exactly what the greedy decoder would (the texture limits are
+    switched off: a note held too long is ended, and no note starts while as many sound as
+    the training music held at once, whatever the model says)."""
+    improviser = Improviser(MODEL, CODEC, replace(sampling, max_note_s=0, max_polyphony=0),
+                            seed=3, n_variations=n_variations)
     improviser.prime(PRIMER)
     agree = []
     for _ in range(n_steps):
@@ -240,7 +242,10 @@ def test_the_model_decides_how_often_notes_end():
         bias[n_p:n_p + n_v] = -30.0
         bias[n_p], bias[n_p + 100] = np.log(0.7), np.log(0.3)  # off 70%, velocity 100 30%
         model.head.bias.copy_(bias)
-    outs = gen(model=model, n_variations=8, n_events=200, sampling=SamplingConfig(max_note_s=1e9))
+    # no texture limits: they would end notes (the polyphony learned here is 1) whatever the
+    # model says
+    outs = gen(model=model, n_variations=8, n_events=200,
+               sampling=SamplingConfig(max_note_s=0, max_polyphony=0))
     for out in outs:
         polyphony = np.cumsum(np.where(out["velocity"] > 0, 1, -1))
         assert polyphony.min() >= 0
@@ -251,16 +256,33 @@ def test_notes_held_too_long_are_ended():
     model = holding_model(CODEC)
     longest_step = max(CODEC.time_centers_s)
     kw = dict(model=model, n_variations=4, n_events=300)
-    free = gen(SamplingConfig(max_note_s=1e9), **kw)
+    # (no polyphony limit here: with one, the model's notes end once that many sound)
+    free = gen(SamplingConfig(max_note_s=0, max_polyphony=0), **kw)
     free_longest = max(max(walk_notes(out)[2]) for out in free)
     assert free_longest > 10 * longest_step  # without the limit, notes are held for long
     limit = 2 * longest_step
-    for out in gen(SamplingConfig(max_note_s=limit), **kw):
+    for out in gen(SamplingConfig(max_note_s=limit, max_polyphony=0), **kw):
         orphans, open_notes, durations = walk_notes(out)
         assert (orphans, open_notes) == (0, 0)
         # the check runs before each new event: one more step, plus the final gap, at most
         assert max(durations) <= limit + 2 * longest_step + 1e-9
         assert max(durations) > limit  # notes were really held up to the limit
+
+
+def test_by_default_no_note_lasts_much_longer_than_the_training_musics_longest():
+    model = holding_model(CODEC)
+    longest_step = max(CODEC.time_centers_s)
+    learned = CODEC.longest_note_s
+    assert 0 < learned < 10 * longest_step
+    improviser = Improviser(model, CODEC)
+    assert improviser.sampling.max_note_s == learned  # the default learns it from the codec
+    assert improviser.sampling.max_polyphony == CODEC.max_polyphony
+    # max_note_s left to be learned (the polyphony limit, off here, would end notes too)
+    for out in gen(model=model, n_variations=4, n_events=300, sampling=SamplingConfig(
+            max_polyphony=0)):
+        durations = walk_notes(out)[2]
+        assert max(durations) <= learned + 2 * longest_step + 1e-9
+        assert max(durations) > learned  # the model's notes were held up to the limit
 
 
 # --- length -------------------------------------------------------------------------------------
@@ -362,7 +384,8 @@ def reference_given(case, velocity, pitch):
     def dist(head, scores, allowed):
         return reference_distribution(scores, allowed, sampling.temperature_of(head),
                                       sampling.top_k, sampling.top_p)
-    return {"velocity": dist("velocity", lp_velocity, g.allowed_velocities(playing, len(lp_velocity))),
+    return {"velocity": dist("velocity", lp_velocity, g.allowed_velocities(
+                playing, len(lp_velocity), sampling.max_polyphony)),
             "pitch": dist("pitch", lp_pitch, g.allowed_pitches(playing, velocity)),
             "time": dist("time", lp_time, g.allowed_times(playing, case["now_s"], velocity, pitch,
                                                           len(lp_time)))}
@@ -415,11 +438,14 @@ def sampling_cases(draw):
     playing = np.array([draw(st.sampled_from([np.nan, now_s, now_s - 0.5]))
                         for _ in range(sizes[0])])
     temperature = st.floats(0.05, 5.0)
+    # the limits as numbers (as ``with_limits`` resolves them): no note is held too long here
+    # (test_the_reference_ends_a_note_held_too_long_like_the_fast_path), any polyphony limit
     sampling = SamplingConfig(
         temperature=draw(temperature),
         temperature_time=draw(st.one_of(st.none(), temperature)),
         top_k=draw(st.one_of(st.none(), st.integers(1, 10))),
-        top_p=draw(st.one_of(st.none(), st.floats(0.01, 1.0))))
+        top_p=draw(st.one_of(st.none(), st.floats(0.01, 1.0))),
+        max_note_s=draw(st.sampled_from([0, 5.0])), max_polyphony=draw(st.integers(0, 4)))
     uniforms = [draw(st.floats(0, 1, exclude_max=True)) for _ in range(3)]
     return dict(sizes=sizes, logits=logits, sounding_since=playing, now_s=now_s,
                 sampling=sampling, uniforms=uniforms)
@@ -445,7 +471,9 @@ def random_cases(n, seed=0):
         playing[rng.random(sizes[0]) < 0.3] = 0.5
         sampling = SamplingConfig(temperature=float(rng.uniform(0.3, 2)),
                                   top_k=[None, 2, 3][int(rng.integers(3))],
-                                  top_p=[None, 0.8][int(rng.integers(2))])
+                                  top_p=[None, 0.8][int(rng.integers(2))],
+                                  max_note_s=0,  # limits resolved to numbers (0: off)
+                                  max_polyphony=[0, 1, 2, 3][int(rng.integers(4))])
         yield dict(sizes=sizes, logits=logits, sounding_since=playing, now_s=1.0,
                    sampling=sampling, uniforms=list(rng.random(3)))
 
@@ -457,7 +485,10 @@ def agreement(cases):
 
 BROKEN_REFERENCES = {
     "no time-class-0 mask": ("allowed_times", lambda playing, now_s, v, p, n: np.ones(n, bool)),
-    "offs allowed with nothing sounding": ("allowed_velocities", lambda playing, n: np.ones(n, bool)),
+    "offs allowed with nothing sounding": ("allowed_velocities",
+                                           lambda playing, n, most=0: np.ones(n, bool)),
+    "no polyphony limit": ("allowed_velocities", lambda playing, n, most=0: np.concatenate(
+        [[not np.isnan(playing).all()], np.ones(n - 1, bool)])),
     "an on may strike a sounding pitch": (
         "allowed_pitches", lambda playing, v: ~np.isnan(playing) if v == 0 else np.ones(len(playing), bool)),
 }
@@ -500,7 +531,10 @@ def test_considered_holds_the_models_probabilities_before_the_masks():
 
 @pytest.mark.parametrize("kw", [dict(temperature=0), dict(temperature=-1), dict(temperature="hot"),
                                 dict(temperature_pitch=0.0), dict(top_k=0), dict(top_k=2.5),
-                                dict(top_p=0), dict(top_p=2), dict(max_note_s=0)])
+                                dict(top_p=0), dict(top_p=2), dict(max_note_s=-1.0),
+                                dict(max_note_s=float("nan")), dict(max_note_s="5"),
+                                dict(max_polyphony=-1), dict(max_polyphony=2.5),
+                                dict(max_polyphony=True)])
 def test_bad_sampling_settings_are_refused_with_one_line_naming_them(kw):
     from midilstm.errors import ParameterError
     with pytest.raises(ParameterError) as error:
@@ -509,6 +543,30 @@ def test_bad_sampling_settings_are_refused_with_one_line_naming_them(kw):
     assert "\n" not in message and f"parameter {next(iter(kw))}:" in message
     if kw.get("temperature") == 0:
         assert "top_k=1" in message  # says what to do instead
+
+
+def test_the_texture_limits_are_learned_switched_off_or_set():
+    assert CODEC.longest_note_s > 0 and CODEC.max_polyphony >= 1
+    default = SamplingConfig()
+    assert (default.max_note_s, default.max_polyphony) == (None, None)  # None: learned
+    learned = default.with_limits(CODEC)
+    assert (learned.max_note_s, learned.max_polyphony) == (CODEC.longest_note_s,
+                                                           CODEC.max_polyphony)
+    assert learned.temperature == default.temperature and default.max_note_s is None  # a copy
+    off = SamplingConfig(max_note_s=0, max_polyphony=0).with_limits(CODEC)
+    assert (off.max_note_s, off.max_polyphony) == (0, 0)
+    mine = SamplingConfig(max_note_s=2.5, max_polyphony=3).with_limits(CODEC)
+    assert (mine.max_note_s, mine.max_polyphony) == (2.5, 3)
+    # a codec saved before it measured its music: the limits are off
+    old = EventCodec.from_dict({k: v for k, v in CODEC.to_dict().items()
+                                if k not in ("longest_note_s", "max_polyphony")})
+    assert (old.longest_note_s, old.max_polyphony) == (None, None)
+    assert default.with_limits(old).max_note_s == 0 and default.with_limits(old).max_polyphony == 0
+    improviser = Improviser(MODEL, CODEC)
+    assert improviser.sampling == learned  # the improviser resolves them itself
+    with pytest.raises(ValueError, match="with_limits"):
+        reference_step([np.zeros(n) for n in CODEC.sizes], improviser.sounding_since[0], 0.0,
+                       default, [0.5, 0.5, 0.5])
 
 
 def test_warm_up_announces_compiling_unless_cached(monkeypatch, capsys):

@@ -24,12 +24,13 @@ def test_same_outputs_and_states_as_torch(layers, batch_first, with_state):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
 
 
-def test_the_models_own_lstm_in_float32():
+@pytest.mark.parametrize("sounding_input", [True, False])
+def test_the_models_own_lstm_in_float32(sounding_input):
     codec = fitted_codec(pattern_events(4))
-    model = tiny_model(codec, num_layers=2)
+    model = tiny_model(codec, num_layers=2, sounding_input=sounding_input)
     codes = torch.as_tensor(codec.encode(pattern_events(4)))[None]
     with torch.no_grad():
-        x = model.embed(codes)
+        x, _ = model.inputs(codes)  # the classes, and with sounding_input the sounding pitches
         expected, _ = model.lstm(x)
         mine, _ = run_lstm(model.lstm, x)
     torch.testing.assert_close(mine, expected, atol=1e-6, rtol=0)

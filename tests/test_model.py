@@ -9,10 +9,13 @@ from helpers_model import fitted_codec, pattern_events, tiny_model
 from helpers_model import one_thread  # noqa: F401  (autouse: one torch thread)
 from midilstm.errors import ParameterError
 from midilstm.model import ModelConfig, NoteLSTM
+from midilstm.sounding import sounding_flags
 
 CODEC = fitted_codec(pattern_events(4))
 MODES = [dict(input_mode="one_hot"), dict(input_mode="embedding", embedding_dim=5),
-         dict(input_mode="one_hot", num_layers=2), dict(input_mode="embedding", num_layers=2)]
+         dict(input_mode="one_hot", num_layers=2), dict(input_mode="embedding", num_layers=2),
+         dict(input_mode="one_hot", sounding_input=False),  # the lesson's inputs
+         dict(input_mode="embedding", embedding_dim=5, sounding_input=False)]
 
 
 def random_codes(sizes, shape, seed=0):
@@ -24,13 +27,18 @@ def random_codes(sizes, shape, seed=0):
 def test_output_shapes_and_each_head_is_a_normalised_distribution(kw):
     model = tiny_model(CODEC, **kw)
     codes = random_codes(CODEC.sizes, (3, 7))
-    log_probs, (h, c) = model(codes)
+    log_probs, ((h, c), sounding) = model(codes)
     assert len(log_probs) == 3
     for lp, n in zip(log_probs, CODEC.sizes):
         assert lp.shape == (3, 7, n)
         assert (lp <= 0).all()
         torch.testing.assert_close(lp.logsumexp(-1), torch.zeros(3, 7), atol=1e-5, rtol=0)
     assert h.shape == c.shape == (model.config.num_layers, 3, model.config.hidden_size)
+    if model.config.sounding_input:  # the pitches sounding after the last event
+        assert sounding.shape == (3, CODEC.n_pitches) and sounding.dtype == torch.bool
+        torch.testing.assert_close(sounding, sounding_flags(codes, CODEC.n_pitches)[:, -1])
+    else:
+        assert sounding is None
 
 
 @pytest.mark.parametrize("kw", MODES)
@@ -45,19 +53,39 @@ def test_carrying_the_state_equals_one_long_forward(kw):
 
 
 def test_one_hot_input_is_three_concatenated_one_hots():
-    model = tiny_model(CODEC)
     codes = torch.tensor([[[0, 0, 0], [5, 127, 4]]])
-    x = model.embed(codes)
-    assert x.shape == (1, 2, sum(CODEC.sizes))
-    assert model.lstm.input_size == sum(CODEC.sizes)
-    assert x.sum(-1).tolist() == [[3.0, 3.0]]
     n_p, n_v, _ = CODEC.sizes
+    lesson = tiny_model(CODEC, sounding_input=False)
+    x = lesson.embed(codes)
+    assert x.shape == (1, 2, sum(CODEC.sizes))
+    assert lesson.lstm.input_size == sum(CODEC.sizes)
+    assert x.sum(-1).tolist() == [[3.0, 3.0]]
     assert torch.nonzero(x[0, 1]).flatten().tolist() == [5, n_p + 127, n_p + n_v + 4]
+    inputs, after = lesson.inputs(codes)
+    assert torch.equal(inputs, x) and after is None
+    # the default also reads the sounding pitches: one more 0/1 input per pitch class
+    model = tiny_model(CODEC)
+    assert model.lstm.input_size == sum(CODEC.sizes) + n_p
+    assert torch.equal(model.embed(codes), x)  # the classes' part is unchanged
+    inputs, after = model.inputs(codes)
+    assert inputs.shape == (1, 2, sum(CODEC.sizes) + n_p)
+    assert torch.equal(inputs[..., :sum(CODEC.sizes)], x)
+    # after event 0 (pitch 0 off) nothing sounds; after event 1 (pitch 5 on) pitch 5 does
+    assert torch.nonzero(inputs[0, 0, sum(CODEC.sizes):]).flatten().tolist() == []
+    assert torch.nonzero(inputs[0, 1, sum(CODEC.sizes):]).flatten().tolist() == [5]
+    assert after.tolist() == [[p == 5 for p in range(n_p)]]
+    held = torch.zeros(1, n_p, dtype=torch.bool)
+    held[0, [0, 7]] = True  # held before: 0 is ended by event 0, 7 goes on sounding
+    inputs, after = model.inputs(codes, held)
+    assert torch.nonzero(inputs[0, 0, sum(CODEC.sizes):]).flatten().tolist() == [7]
+    assert torch.nonzero(inputs[0, 1, sum(CODEC.sizes):]).flatten().tolist() == [5, 7]
 
 
 def test_embedding_input_uses_small_learned_tables():
-    model = tiny_model(CODEC, input_mode="embedding", embedding_dim=5)
+    model = tiny_model(CODEC, input_mode="embedding", embedding_dim=5, sounding_input=False)
     assert model.lstm.input_size == 15
+    assert tiny_model(CODEC, input_mode="embedding", embedding_dim=5).lstm.input_size == (
+        15 + CODEC.n_pitches)  # the default also reads the sounding pitches
     assert [e.weight.shape for e in model.embeddings] == [(n, 5) for n in CODEC.sizes]
     codes = random_codes(CODEC.sizes, (2, 3))
     x = model.embed(codes)
@@ -70,11 +98,17 @@ def test_input_tables_sum_is_the_first_layer_input_projection(kw):
     model = tiny_model(CODEC, **kw)
     tables = model.input_tables()
     hidden4 = 4 * model.config.hidden_size
-    assert [t.shape for t in tables] == [(n, hidden4) for n in CODEC.sizes]
+    extra = [(CODEC.n_pitches, hidden4)] if model.config.sounding_input else []
+    assert [t.shape for t in tables] == [(n, hidden4) for n in CODEC.sizes] + extra
     codes = random_codes(CODEC.sizes, (4, 6), seed=2)
     with torch.no_grad():
-        expected = model.embed(codes) @ model.lstm.weight_ih_l0.T  # W_ih @ x
-        summed = sum(t[codes[..., i]] for i, t in enumerate(tables))
+        x, _ = model.inputs(codes)
+        expected = x @ model.lstm.weight_ih_l0.T  # W_ih @ x
+        summed = sum(t[codes[..., i]] for i, t in enumerate(tables[:3]))
+        if model.config.sounding_input:  # plus a row per sounding pitch
+            flags = sounding_flags(codes, CODEC.n_pitches).float()
+            assert flags.sum() > 0  # the random codes do leave notes sounding
+            summed = summed + flags @ tables[3]
     torch.testing.assert_close(summed, expected, atol=1e-5, rtol=1e-5)
 
 
@@ -86,16 +120,22 @@ def test_config_is_frozen_validated_and_normalised():
     with pytest.raises(ValueError, match="input_mode"):
         ModelConfig(sizes=(3, 4, 5), input_mode="onehot")
     for field, value in (("hidden_size", 0), ("hidden_size", "128"), ("num_layers", 0),
-                         ("dropout", 1.0), ("dropout", -0.1), ("embedding_dim", 2.5)):
+                         ("dropout", 1.0), ("dropout", -0.1), ("embedding_dim", 2.5),
+                         ("sounding_input", 1), ("sounding_input", "true")):
         with pytest.raises(ParameterError, match=f"^parameter {field}: "):
             ModelConfig(sizes=(3, 4, 5), **{field: value})
     assert ModelConfig(**config.to_dict()) == config
     assert hash(config) == hash(ModelConfig(sizes=(3, 4, 5), hidden_size=8))
 
 
-def test_defaults_are_the_lesson_model():
-    model = NoteLSTM(ModelConfig(sizes=(89, 128, 12)))
+def test_defaults_are_the_lesson_model_plus_the_sounding_input():
+    model = NoteLSTM(ModelConfig(sizes=(89, 128, 12), sounding_input=False))  # the lesson's
     assert model.lstm.input_size == 229 and model.lstm.hidden_size == 128
+    assert model.lstm.num_layers == 1 and model.dropout.p == pytest.approx(0.2)
+    assert model.head.out_features == 229
+    assert ModelConfig(sizes=(89, 128, 12)).sounding_input is True  # the default reads them
+    model = NoteLSTM(ModelConfig(sizes=(89, 128, 12)))
+    assert model.lstm.input_size == 229 + 89 and model.lstm.hidden_size == 128
     assert model.lstm.num_layers == 1 and model.dropout.p == pytest.approx(0.2)
     assert model.head.out_features == 229
 

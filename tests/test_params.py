@@ -90,7 +90,11 @@ def test_epochs_ten_names_the_parameter_and_the_rule():
     ({"program": 128}, "program", "in 0..127"),
     ({"bpm": 0}, "bpm", "in 1..2000"),
     ({"seed": -1}, "seed", "in 0..4294967295"),
-    ({"max_note_s": 0}, "max_note_s", "in (0, 3600]"),
+    ({"max_note_s": -1}, "max_note_s", "in 0..3600 or None"),  # 0 is "off", None "learned"
+    ({"max_note_s": 3601}, "max_note_s", "in 0..3600 or None"),
+    ({"max_polyphony": -1}, "max_polyphony", "in 0..128 or None"),
+    ({"max_polyphony": 129}, "max_polyphony", "in 0..128 or None"),
+    ({"max_polyphony": 2.5}, "max_polyphony", "an integer"),
     ({"channels": [16]}, "channels", "integers in 0..15"),
     ({"channels": []}, "channels", "a non-empty list"),
     ({"temperatures": [0.5, -1.0]}, "temperatures", "numbers in (0, 100]"),
@@ -114,6 +118,8 @@ def test_out_of_range_values_name_the_parameter(values, name, words):
     ({"channels": [True]}, "channels"),
     ({"include_drums": 1}, "include_drums"),
     ({"include_drums": "yes"}, "include_drums"),
+    ({"sounding_input": 1}, "sounding_input"),
+    ({"max_polyphony": True}, "max_polyphony"),
     ({"n_time_bins": "32"}, "n_time_bins"),
     ({"temperature": "hot"}, "temperature"),
     ({"temperature": math.nan}, "temperature"),
@@ -129,6 +135,12 @@ def test_out_of_range_values_name_the_parameter(values, name, words):
 ])
 def test_wrong_types_are_refused_naming_the_parameter(values, name):
     assert refused(values).startswith(f"parameter {name}: must be ")
+
+
+def test_the_texture_limits_may_be_learned_off_or_set():
+    for value in (None, 0, 3):  # None: learned from the training music; 0: off
+        assert params.validate({"max_note_s": value, "max_polyphony": value}) == {
+            "max_note_s": None if value is None else float(value), "max_polyphony": value}
 
 
 def test_temperature_zero_says_how_to_get_the_most_likely_event():

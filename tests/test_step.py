@@ -29,6 +29,7 @@ def step_arrays(sizes=SIZES, layers=2, streams=2, hidden=6):
 
     return dict(sizes=np.array(sizes, np.int64), table_p=f32(sizes[0], gates),
                 table_v=f32(sizes[1], gates), table_t=f32(sizes[2], gates),
+                table_s=f32(sizes[0], gates),
                 w_ih=f32(max(layers - 1, 1), gates, hidden), w_hh=f32(layers, gates, hidden),
                 bias=f32(layers, gates), head_w=f32(outputs, hidden), head_b=f32(outputs),
                 h=np.zeros((layers, streams, hidden), np.float32),
@@ -80,13 +81,14 @@ from test_step import step_arrays
 from midilstm import step
 
 def lstm(a, codes):
-    step.lstm_step(codes, a["h"], a["c"], a["table_p"], a["table_v"], a["table_t"], a["w_ih"],
-                   a["w_hh"], a["bias"], a["head_w"], a["head_b"], a["logits"])
+    step.lstm_step(codes, a["h"], a["c"], a["table_p"], a["table_v"], a["table_t"], a["table_s"],
+                   a["sounding_since"], a["w_ih"], a["w_hh"], a["bias"], a["head_w"], a["head_b"],
+                   a["logits"])
 
 def sample(a, **change):
     a = {**a, **change}
     streams = a["logits"].shape[0]
-    step.sample_step(a["logits"], a["sizes"], np.ones(3), 0, 1.0, a["sounding_since"],
+    step.sample_step(a["logits"], a["sizes"], np.ones(3), 0, 1.0, 0, a["sounding_since"],
                      np.zeros(streams), np.full((streams, 3), 0.99),
                      np.zeros((streams, 3), np.int64), a["probs"])
 

@@ -1,0 +1,349 @@
+"""The sounding input: which pitches sound after each event, as the network is told, the same
+in training (torch, from the codes), in evaluation (carried across chunks), in augmentation
+(transposed with the sequence) and in generation (tracked while sampling); and the texture
+limits that generation learns from the training music."""
+import numpy as np
+import pytest
+import torch
+
+from helpers_model import fitted_codec, random_walk_events, tiny_model, walk_notes
+from helpers_model import one_thread  # noqa: F401  (autouse: one torch thread)
+from midilstm.checkpoint import Checkpoint, load_checkpoint
+from midilstm.data import training_sequences, transpose
+from midilstm.events import NOTE_DTYPE, make_events, notes_to_events, texture_limits
+from midilstm.generate import BLAS_STREAMS, Improviser, SamplingConfig, generate
+from midilstm.sounding import held_before, sounding_flags
+from midilstm.train import evaluate
+
+
+def random_codes(rng, shape, n_pitches=7, n_velocities=3, n_times=4, p_off=0.4):
+    """Codes over few pitches (so events often fall on a pitch already sounding or silent),
+    about ``p_off`` of them note-offs (velocity class 0)."""
+    pitch = rng.integers(0, n_pitches, shape)
+    velocity = np.where(rng.random(shape) < p_off, 0, rng.integers(1, n_velocities, shape))
+    return np.stack([pitch, velocity, rng.integers(0, n_times, shape)], axis=-1)
+
+
+def brute_force_sounding(codes, n_pitches, before=None):
+    """Event by event: an on makes its pitch sound, an off silences it. (T, P) bools: the
+    pitches sounding after each event."""
+    held = set() if before is None else set(np.flatnonzero(before).tolist())
+    rows = []
+    for pitch, velocity, _ in codes.tolist():
+        if velocity > 0:
+            held.add(pitch)
+        else:
+            held.discard(pitch)
+        rows.append([p in held for p in range(n_pitches)])
+    return np.array(rows, bool).reshape(len(codes), n_pitches)
+
+
+# --- (1) the one rule, against a loop --------------------------------------------------------
+@pytest.mark.parametrize("with_before", [False, True])
+def test_sounding_flags_agree_with_a_loop_over_the_events(with_before):
+    rng = np.random.default_rng(1)
+    n_pitches = 7
+    for trial in range(20):
+        batch, steps = int(rng.integers(1, 5)), int(rng.integers(1, 30))
+        codes = random_codes(rng, (batch, steps), n_pitches)
+        before = rng.random((batch, n_pitches)) < 0.4 if with_before else None
+        flags = sounding_flags(torch.as_tensor(codes), n_pitches,
+                               None if before is None else torch.as_tensor(before))
+        assert flags.shape == (batch, steps, n_pitches) and flags.dtype == torch.bool
+        for b in range(batch):
+            expected = brute_force_sounding(codes[b], n_pitches,
+                                            None if before is None else before[b])
+            np.testing.assert_array_equal(flags[b].numpy(), expected, err_msg=f"trial {trial}")
+
+
+def test_sounding_flags_worked_by_hand():
+    # pitch 2 on, pitch 0 off (it was held before), pitch 2 on again (still sounds), pitch 2 off
+    codes = torch.tensor([[[2, 1, 0], [0, 0, 1], [2, 2, 0], [2, 0, 3]]])
+    before = torch.tensor([[True, False, False, True]])
+    flags = sounding_flags(codes, 4, before)[0].int().tolist()
+    assert flags == [[1, 0, 1, 1], [0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 0, 1]]
+    assert sounding_flags(codes, 4)[0, :, 0].tolist() == [False] * 4  # nothing held before
+
+
+# --- (2) held_before, per position of a piece -----------------------------------------------
+def test_held_before_row_s_is_what_sounds_just_before_event_s():
+    rng = np.random.default_rng(2)
+    for length in (1, 2, 17, 200):
+        codes = random_codes(rng, (length,), n_pitches=9)
+        held = held_before(codes, 9)
+        assert held.shape == (length, 9) and held.dtype == bool
+        assert not held[0].any()
+        for s in range(length):
+            expected = brute_force_sounding(codes[:s], 9)  # the events before s
+            np.testing.assert_array_equal(held[s], expected[-1] if s else np.zeros(9, bool))
+
+
+def test_training_sequences_start_with_what_their_piece_holds_at_that_point():
+    rng = np.random.default_rng(3)
+    pieces = [random_codes(rng, (n,), n_pitches=9, n_times=50) for n in (120, 75, 10)]
+    held = [held_before(codes, 9) for codes in pieces]
+    plain = training_sequences(pieces, 12, np.random.default_rng(5))
+    sequences, before = training_sequences(pieces, 12, np.random.default_rng(5), held)
+    np.testing.assert_array_equal(sequences, plain)  # the same draws as without ``held``
+    assert before.shape == (len(sequences), 9) and before.any()
+    for sequence, row in zip(sequences, before):
+        # find where the sequence was cut (the random codes make it unique)
+        places = [(i, s) for i, codes in enumerate(pieces) for s in range(len(codes) - 12)
+                  if np.array_equal(codes[s:s + 13], sequence)]
+        assert len(places) == 1
+        i, s = places[0]
+        np.testing.assert_array_equal(row, held[i][s])
+
+
+# --- (3) evaluation in chunks carries the sounding set -----------------------------------------
+def chord_piece():
+    """Chords held across many events: a random walk melody over sustained low notes."""
+    triples = []
+    walk = random_walk_events(60, seed=4)
+    for k, event in enumerate(walk.tolist()):
+        if k % 20 == 0:  # a new bass chord every 20 melody events, held until the next one
+            if k:
+                triples += [(36, 0, 0.0), (43, 0, 0.0)]
+            triples += [(36, 70, 0.0), (43, 70, 0.0)]
+        triples.append(event)
+    return make_events(triples + [(36, 0, 0.1), (43, 0, 0.0)])
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(input_mode="embedding", embedding_dim=4,
+                                             num_layers=2)])
+def test_evaluating_in_chunks_equals_one_pass(kw):
+    events = chord_piece()
+    codec = fitted_codec(events)
+    codes = codec.encode(events)
+    model = tiny_model(codec, seed=5, **kw)
+    assert model.config.sounding_input
+    whole = evaluate(model, [codes])
+    for chunk in (1, 7, 33):
+        chunked = evaluate(model, [codes], chunk=chunk)
+        for key, value in whole.items():
+            assert chunked[key] == pytest.approx(value, rel=1e-5, abs=1e-7), (chunk, key)
+    # the comparison can fail: chunks that forget the sounding pitches score otherwise
+    x = torch.as_tensor(codes)[None]
+    with torch.no_grad():
+        total = 0.0
+        state = None
+        for start in range(0, len(codes) - 1, 7):
+            piece = x[:, start:start + 8]
+            log_probs, (state, _) = model(piece[:, :-1], (state, None))  # sounding dropped
+            total += -sum(lp[0].gather(1, piece[0, 1:, i:i + 1]).sum().item()
+                          for i, lp in enumerate(log_probs))
+    forgetful = total / (len(codes) - 1)
+    assert abs(forgetful - whole["nll"]) > 1e-3
+
+
+# --- (4) transposition moves the held pitches with the sequence ---------------------------------
+def test_transpose_shifts_before_like_the_pitches_and_keeps_every_held_pitch():
+    rng = np.random.default_rng(6)
+    n_pitches, n = 20, 400
+    sequences = random_codes(rng, (n, 9), n_pitches=n_pitches)
+    sequences[:, :, 0] = rng.integers(6, 14, (n, 1)) + rng.integers(-3, 4, (n, 9))  # mid-range
+    before = rng.random((n, n_pitches)) < 0.1
+    before[:40] = False  # some hold nothing
+    before[40:80, n_pitches - 1] = True  # some hold the top pitch: they cannot go up
+    before[80:120, 0] = True  # some the bottom one: they cannot go down
+    plain = transpose(sequences, 5, n_pitches, np.random.default_rng(7))
+    out, moved = transpose(sequences, 5, n_pitches, np.random.default_rng(7), before)
+    shift = out[:, 0, 0] - sequences[:, 0, 0]
+    assert (out[:, :, 0] - sequences[:, :, 0] == shift[:, None]).all()  # whole sequences
+    np.testing.assert_array_equal(out[:, :, 1:], sequences[:, :, 1:])
+    assert moved.shape == before.shape and moved.dtype == bool
+    for row, moved_row, k in zip(before, moved, shift):
+        np.testing.assert_array_equal(np.flatnonzero(moved_row), np.flatnonzero(row) + k)
+    assert (shift[40:80] <= 0).all() and (shift[80:120] >= 0).all()
+    assert (shift[40:80] < 0).any() and (shift[80:120] > 0).any() and (shift != 0).mean() > 0.5
+    assert ((out[:, :, 0] >= 0) & (out[:, :, 0] < n_pitches)).all()
+    # where nothing is held, the same draws and shifts as without ``before``
+    np.testing.assert_array_equal(out[:40], plain[:40])
+    # and a sequence rebuilt from its moved start reads the same sounding pitches, moved
+    flags = sounding_flags(torch.as_tensor(sequences), n_pitches, torch.as_tensor(before))
+    flags_out = sounding_flags(torch.as_tensor(out), n_pitches, torch.as_tensor(moved))
+    for b in range(n):
+        k = int(shift[b])
+        np.testing.assert_array_equal(np.roll(flags[b].numpy(), k, axis=-1), flags_out[b].numpy())
+    # off: both come back unchanged
+    same, same_before = transpose(sequences, 0, n_pitches, np.random.default_rng(7), before)
+    assert same is sequences and same_before is before
+
+
+# --- (5) generation's fast path sees what the torch model sees ---------------------------------
+EVENTS = random_walk_events(200, seed=1)
+CODEC = fitted_codec(EVENTS, n_time_bins=6)
+PRIMER = make_events([(60, 90, 0.0), (64, 90, 0.0), (67, 90, 0.2), (60, 0, 0.3)])  # 2 held
+
+
+@pytest.mark.parametrize("streams", [3, BLAS_STREAMS])  # the compiled loops, numpy's products
+@pytest.mark.parametrize("kw", [dict(), dict(input_mode="embedding", embedding_dim=6,
+                                             num_layers=2)])
+def test_generation_steps_like_the_torch_model_with_the_sounding_input(kw, streams):
+    model = tiny_model(CODEC, seed=7, **kw)
+    assert model.config.sounding_input
+    # no polyphony limit, a long note limit: the untrained model piles up many held notes
+    improviser = Improviser(model, CODEC, SamplingConfig(max_polyphony=0, max_note_s=2.0),
+                            seed=3, n_variations=streams)
+    improviser.prime(PRIMER)
+    fed = [np.repeat(code[None], streams, axis=0) for code in CODEC.encode(PRIMER)]
+    seen = [improviser.log_probs]
+    held_counts = []
+    for _ in range(60):
+        codes, _ = improviser.step()  # what was fed: a held-too-long note's off included
+        fed.append(codes)
+        seen.append(improviser.log_probs)
+        held_counts.append((~np.isnan(improviser.sounding_since)).sum(axis=1))
+    held_counts = np.array(held_counts)
+    assert held_counts.max() >= 3 and (held_counts > 0).mean() > 0.5  # the input mattered
+    codes = torch.as_tensor(np.stack(fed, axis=1))  # (streams, events, 3)
+    with torch.no_grad():
+        expected, (_, sounding) = model(codes)
+    np.testing.assert_array_equal(sounding.numpy(), ~np.isnan(improviser.sounding_since))
+    first = len(PRIMER) - 1
+    for t, log_probs in enumerate(seen):
+        for head in range(3):
+            np.testing.assert_allclose(log_probs[head], expected[head][:, first + t].numpy(),
+                                       atol=1e-4, rtol=0, err_msg=f"step {t}, head {head}")
+    # the comparison can fail: the same weights without the sounding input give other numbers
+    with torch.no_grad():
+        x = model.embed(codes)
+        blind = torch.cat([x, torch.zeros(*x.shape[:2], CODEC.n_pitches)], dim=-1)
+        out, _ = model.lstm(blind)
+        blind_pitch = torch.log_softmax(model.head(out)[..., :CODEC.n_pitches], -1)
+    assert np.abs(blind_pitch[:, -1].numpy() - seen[-1][0]).max() > 1e-3
+
+
+@pytest.mark.parametrize("streams", [2, BLAS_STREAMS])
+def test_a_lesson_model_generates_like_its_torch_model_too(streams):
+    model = tiny_model(CODEC, seed=8, sounding_input=False)
+    improviser = Improviser(model, CODEC, seed=1, n_variations=streams)
+    assert improviser.table_s.shape == (0, 4 * model.config.hidden_size)
+    improviser.prime(PRIMER)
+    fed = [np.repeat(code[None], streams, axis=0) for code in CODEC.encode(PRIMER)]
+    for _ in range(20):
+        fed.append(improviser.step()[0])
+    with torch.no_grad():
+        expected, (_, sounding) = model(torch.as_tensor(np.stack(fed, axis=1)))
+    assert sounding is None
+    for head in range(3):
+        np.testing.assert_allclose(improviser.log_probs[head], expected[head][:, -1].numpy(),
+                                   atol=1e-4, rtol=0)
+
+
+# --- (6) the texture limits of a piece ---------------------------------------------------------
+def random_notes(rng, per_pitch=8):
+    """Notes on a 0.25 s grid (exact in binary), one at a time per pitch, many of them
+    starting when another ends; each pitch's notes may touch (end = next start)."""
+    rows = []
+    for pitch in rng.choice(np.arange(40, 80), int(rng.integers(1, 8)), replace=False):
+        t = 0.25 * int(rng.integers(0, 8))
+        for _ in range(int(rng.integers(1, per_pitch))):
+            length = 0.25 * int(rng.integers(1, 12))
+            rows.append((t, t + length, int(pitch), int(rng.integers(1, 128))))
+            gap = 0 if rng.random() < 0.4 else int(rng.integers(1, 16))  # 0: touches the next
+            t += length + 0.25 * gap
+    notes = np.array(rows, NOTE_DTYPE)
+    return notes[np.lexsort((notes["pitch"], notes["start_s"]))]
+
+
+def brute_force_texture(notes):
+    longest = max(end - start for start, end, _, _ in notes.tolist())
+    # at each start, the notes started and not yet ended (a note ending then has ended)
+    most = max(sum(1 for s, e, _, _ in notes.tolist() if s <= t < e)
+               for t in notes["start_s"].tolist())
+    return longest, most
+
+
+def test_texture_limits_against_a_count_over_every_onset():
+    rng = np.random.default_rng(9)
+    seen = set()
+    for _ in range(40):
+        notes = random_notes(rng)
+        longest, most = texture_limits(notes_to_events(notes))
+        expected_longest, expected_most = brute_force_texture(notes)
+        assert longest == pytest.approx(expected_longest, abs=1e-9)
+        assert most == expected_most
+        seen.add(most)
+    assert len(seen) >= 4  # the cases differ
+
+
+def test_texture_limits_by_hand():
+    # C 0-1 s, E 0.5-2 s, G 1-1.5 s (starts as C ends: counted after C ended), C again 2-5 s
+    events = make_events([(60, 80, 0.0), (64, 80, 0.5), (60, 0, 0.5), (67, 80, 0.0),
+                          (67, 0, 0.5), (64, 0, 0.5), (60, 80, 0.0), (60, 0, 3.0)])
+    assert texture_limits(events) == (pytest.approx(3.0), 2)
+    assert texture_limits(make_events([])) == (0.0, 0)
+    codec = fitted_codec(np.concatenate([events, make_events([(70, 90, 1.0), (70, 0, 0.5)])]))
+    assert codec.longest_note_s == pytest.approx(3.0) and codec.max_polyphony == 2
+
+
+# --- (7) the polyphony limit holds -------------------------------------------------------------
+def eager_model(codec):
+    """A model that almost never ends a note, over all pitches: without a limit, notes pile up."""
+    model = tiny_model(codec)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        bias = torch.zeros(sum(codec.sizes))
+        bias[codec.n_pitches] = -30.0  # velocity class 0: note-off
+        model.head.bias.copy_(bias)
+    return model
+
+
+def most_sounding(events) -> int:
+    sounding, most = set(), 0
+    for pitch, velocity in zip(events["pitch"].tolist(), events["velocity"].tolist()):
+        (sounding.add if velocity > 0 else sounding.discard)(pitch)
+        most = max(most, len(sounding))
+    return most
+
+
+@pytest.mark.parametrize("streams", [2, BLAS_STREAMS])
+@pytest.mark.parametrize("k", [1, 3, 6])
+def test_no_generated_stream_sounds_more_than_max_polyphony(k, streams):
+    model = eager_model(CODEC)
+    primer = make_events([(60, 80, 0.0), (60, 0, 0.2)])
+    free = generate(model, CODEC, primer, n_events=60, n_variations=streams, seed=2,
+                    sampling=SamplingConfig(max_polyphony=0, max_note_s=0))
+    assert min(most_sounding(out) for out in free) > 6  # without the limit, notes pile up
+    outs = generate(model, CODEC, primer, n_events=150, n_variations=streams, seed=2,
+                    sampling=SamplingConfig(max_polyphony=k, max_note_s=0))
+    for out in outs:
+        assert walk_notes(out)[:2] == (0, 0)
+        assert most_sounding(out) == k  # reached, never passed
+
+
+def test_by_default_the_polyphony_is_the_training_musics():
+    codec = fitted_codec(chord_piece())
+    assert codec.max_polyphony == 3  # two held bass notes under a one-note melody
+    model = eager_model(codec)
+    outs = generate(model, codec, make_events([(60, 80, 0.0), (60, 0, 0.2)]), n_events=100,
+                    n_variations=4, seed=1)
+    assert max(most_sounding(out) for out in outs) == 3
+
+
+# --- (8) checkpoints saved before the sounding input ---------------------------------------------
+def test_an_old_checkpoint_without_the_field_loads_as_the_lesson_model(tmp_path):
+    model = tiny_model(CODEC, seed=9, sounding_input=False)
+    path = Checkpoint(model=model, codec=CODEC).save(tmp_path / "new.pt")
+    payload = torch.load(path, weights_only=True)
+    assert payload["model_config"]["sounding_input"] is False
+    del payload["model_config"]["sounding_input"]  # as written before the field existed
+    for name in ("longest_note_s", "max_polyphony"):  # and a codec from before the limits
+        del payload["codec"][name]
+    torch.save(payload, tmp_path / "old.pt")
+    loaded = load_checkpoint(tmp_path / "old.pt")
+    assert loaded.model.config == model.config and not loaded.model.config.sounding_input
+    assert loaded.model.lstm.input_size == sum(CODEC.sizes)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[key], value), key
+    assert (loaded.codec.longest_note_s, loaded.codec.max_polyphony) == (None, None)
+    codes = torch.as_tensor(CODEC.encode(EVENTS[:40]))[None]
+    with torch.no_grad():
+        for a, b in zip(loaded.model(codes)[0], model(codes)[0]):
+            torch.testing.assert_close(a, b)
+    # it generates, its limits off (the codec never measured its music)
+    improviser = Improviser(loaded.model, loaded.codec)
+    assert (improviser.sampling.max_note_s, improviser.sampling.max_polyphony) == (0, 0)
+    out = generate(loaded.model, loaded.codec, EVENTS[:10], n_events=30, seed=1)[0]
+    assert walk_notes(out)[:2] == (0, 0)
