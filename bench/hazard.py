@@ -1,7 +1,7 @@
 """Why improvisations slid into a wash of held notes: the note-off hazard, model against music.
 
 For the default piece, one model with the lesson's inputs and one that reads its sounding notes
-(``ModelConfig.sounding_input``) are trained with ``TrainConfig(seed=...)``; each improvises
+(``ModelConfig.sounding_input``; both without the key input) are trained with ``TrainConfig(seed=...)``; each improvises
 ``--variations`` streams of ``--events`` events from the piece's first 30 (top-p 0.95, no
 texture limits, so that only the network decides when notes end). At every step, for every
 sounding note, we record the probability that sampling ends it (P(note-off) times P(its pitch |
@@ -87,7 +87,7 @@ def teacher_forced_off(model, codec, codes: np.ndarray) -> list:
     with torch.no_grad():
         log_probs, _ = model(torch.as_tensor(codes)[None])
     p_off = np.exp(log_probs[1][0, :-1, 0].numpy())
-    counts = held_before(codes, codec.n_pitches).sum(axis=1)[1:]
+    counts = held_before(codes, codec.n_pitches).sounding.sum(axis=1)[1:]
     return list(zip(counts.tolist(), p_off.tolist()))
 
 
@@ -124,8 +124,8 @@ def main(argv=None) -> int:
     music_note, music_step = music_hazard(train_events[0])
     report = {"music": {"hazard_by_age": binned(music_note, AGE_EDGES_S),
                         "off_by_count": binned(music_step, COUNT_EDGES)}}
-    for name, sounding_input in (("lesson inputs", False), ("sounding input", True)):
-        config = ModelConfig(sizes=codec.sizes, sounding_input=sounding_input)
+    for name, told in (("lesson inputs", False), ("sounding input", True)):
+        config = ModelConfig(sizes=codec.sizes, sounding_input=told, key_input=False)
         model = train(codec, train_codes, val_codes, TrainConfig(seed=args.seed), config,
                       progress=False).model
         per_note, per_step, sounding = model_hazard(model, codec, events[:30], args.events,

@@ -20,6 +20,10 @@ real against held-out real as the ceiling; and the same against training real as
   from training pieces; generated: 10 variations from each of the first 30 events of 10
   held-out pieces (one primer would put every sample in one key).
 
+Each generated sample continues its primer for ``--continuation`` events (600, as notebook 04):
+**early** excerpts are the first events of each continuation, **late** ones its last events (a
+wash of held notes builds up slowly, so only late excerpts show it). Both are compared.
+
 Prints the tables and writes ``bench/results/set_evaluation.json``.
 """
 from __future__ import annotations
@@ -47,11 +51,17 @@ from midilstm.model import ModelConfig  # noqa: E402
 from midilstm.parse import read_midi  # noqa: E402
 from midilstm.train import TrainConfig, train  # noqa: E402
 
-SAMPLING = SamplingConfig(temperature=1.0, top_p=0.95)  # notebook 04's defaults
+SAMPLING = SamplingConfig(temperature=1.0, top_p=0.9)  # notebook 04's defaults
 PRIMER_EVENTS = 30
 
 
-def single_piece(n: int, length: int) -> dict:
+def early_and_late(samples: list, length: int, held_out: list, training: list) -> dict:
+    """``compare_with_ceiling`` of the first and of the last ``length`` events of each sample."""
+    return {when: compare_with_ceiling([part(s) for s in samples], held_out, training)
+            for when, part in (("early", lambda s: s[:length]), ("late", lambda s: s[-length:]))}
+
+
+def single_piece(n: int, length: int, continuation: int) -> dict:
     events = read_midi(music.default_piece()).events
     train_events, val_events = split_pieces([events], 0.1, 0)
     codec = EventCodec().fit(train_events)
@@ -61,8 +71,9 @@ def single_piece(n: int, length: int) -> dict:
                  [codec.encode(e) for e in val_events], TrainConfig(), model_config,
                  progress=False)
     seconds = time.perf_counter() - start
-    generated = generate(ckpt.model, ckpt.codec, events[:PRIMER_EVENTS], n_events=length,
-                         n_variations=n, seed=0, sampling=SAMPLING)
+    generated = generate(ckpt.model, ckpt.codec, events[:PRIMER_EVENTS],
+                         n_events=max(length, continuation), n_variations=n, seed=0,
+                         sampling=SAMPLING)
     rng = np.random.default_rng(0)
     held_out = excerpts(val_events, n, length, rng)
     training = excerpts(train_events, n, length, rng)
@@ -70,10 +81,11 @@ def single_piece(n: int, length: int) -> dict:
             "held_out_events": sum(map(len, val_events)), "train_seconds": seconds,
             "epochs": len(ckpt.history), "best_epoch": ckpt.best_epoch,
             "val_nll": ckpt.history[ckpt.best_epoch - 1]["val"]["nll"],
-            "n": n, "length": length, **compare_with_ceiling(generated, held_out, training)}
+            "n": n, "length": length, "continuation": continuation,
+            **early_and_late(generated, length, held_out, training)}
 
 
-def corpus_set(checkpoint: Path, data: Path, n: int, length: int) -> dict:
+def corpus_set(checkpoint: Path, data: Path, n: int, length: int, continuation: int) -> dict:
     ckpt = load_checkpoint(checkpoint)
     corpus = load_corpus(data)
     train_idx, val_idx = held_out_split(ckpt, corpus)
@@ -82,17 +94,19 @@ def corpus_set(checkpoint: Path, data: Path, n: int, length: int) -> dict:
     generated = []
     per_primer = n // 10
     for k, piece in enumerate(val[:10]):
-        generated += generate(ckpt.model, ckpt.codec, piece[:PRIMER_EVENTS], n_events=length,
+        generated += generate(ckpt.model, ckpt.codec, piece[:PRIMER_EVENTS],
+                              n_events=max(length, continuation),
                               n_variations=per_primer + (k < n % 10), seed=k,
                               sampling=SAMPLING)
     rng = np.random.default_rng(0)
     return {"data": str(data), "held_out_pieces": len(val), "train_pieces": len(train_pieces),
-            "n": n, "length": length,
-            **compare_with_ceiling(generated, excerpts(val, n, length, rng),
-                                   excerpts(train_pieces, n, length, rng))}
+            "n": n, "length": length, "continuation": continuation,
+            **early_and_late(generated, length, excerpts(val, n, length, rng),
+                             excerpts(train_pieces, n, length, rng))}
 
 
 def table(result: dict, reference: str) -> str:
+    """One markdown table: generated (early or late: ``result`` is one of them) and ceiling."""
     other = "training" if reference == "held_out" else "held-out"
     rows = [f"| feature | OA generated | OA ceiling ({other} real) | KL generated | KL ceiling |",
             "|---|---|---|---|---|"]
@@ -114,17 +128,21 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--piece-length", type=int, default=64)
     parser.add_argument("--corpus-length", type=int, default=200)
+    parser.add_argument("--continuation", type=int, default=600,
+                        help="events each generated sample runs for (default 600)")
     args = parser.parse_args(argv)
-    results = {"single_piece": single_piece(args.n, args.piece_length)}
+    results = {"single_piece": single_piece(args.n, args.piece_length, args.continuation)}
     if args.checkpoint.exists():
-        results["corpus"] = corpus_set(args.checkpoint, args.data, args.n, args.corpus_length)
+        results["corpus"] = corpus_set(args.checkpoint, args.data, args.n, args.corpus_length,
+                                       args.continuation)
     write_json_atomic(ROOT / "bench" / "results" / "set_evaluation.json", results)
     for name, result in results.items():
         print(f"\n## {name}: {result['n']} excerpts of {result['length']} events "
               f"({result['data']})")
-        for reference in ("held_out", "training"):
-            print(f"\nreference: {reference.replace('_', '-')} real excerpts\n")
-            print(table(result, reference))
+        for when in ("early", "late"):
+            for reference in ("held_out", "training"):
+                print(f"\n{when} excerpts; reference: {reference.replace('_', '-')} real\n")
+                print(table(result[when], reference))
     return 0
 
 

@@ -53,7 +53,7 @@ from .corpus import Corpus, load_corpus, read_corpus, split_names
 from .data import _check_fraction, transpose
 from .errors import MidiInputError, MidilstmError, ParameterError
 from .model import ModelConfig, NoteLSTM, torch_threads
-from .sounding import held_before
+from .sounding import N_PITCH_CLASSES, Held, held_before
 from .train import evaluate, optimiser_step, pick_device, sequence_loss
 
 
@@ -127,7 +127,7 @@ def train_corpus(corpus: Corpus, config: CorpusTrainConfig = CorpusTrainConfig()
                  checkpoint_path=None, progress: bool = True, params: dict | None = None):
     """Train on ``corpus``; returns the best-validation ``Checkpoint`` on rank 0 (``None`` on
     the other ranks). ``model_options`` are ``ModelConfig`` fields (hidden_size, num_layers,
-    dropout, input_mode, embedding_dim) that replace those of ``CORPUS_MODEL``; the codec is
+    dropout, input_mode, embedding_dim, sounding_input, key_input) that replace those of ``CORPUS_MODEL``; the codec is
     fitted on the training pieces unless given."""
     rank, world = _rank_and_world()
     device = _device(config.device)
@@ -174,10 +174,11 @@ def train_corpus(corpus: Corpus, config: CorpusTrainConfig = CorpusTrainConfig()
             codes = codec.encode(corpus.events[mine[:, None] + window].reshape(-1))
             codes = codes.reshape(len(mine), length, 3)
             codes, before = transpose(codes, config.transpose_semitones, codec.n_pitches, own,
-                                      held[mine])
+                                      Held(*(part[mine] for part in held)))
             with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
                 loss, _ = sequence_loss(stepper, torch.as_tensor(codes, device=device),
-                                        stats=False, before=torch.as_tensor(before, device=device))
+                                        stats=False, before=Held(*(torch.as_tensor(
+                                            part, device=device) for part in before)))
             optimiser_step(stepper, optimizer, loss, config.grad_clip)
             running += (loss.item(), 1)
             events_per_s = (step + 1) * config.batch_size * world * (length - 1) / (
@@ -222,13 +223,16 @@ def train_corpus(corpus: Corpus, config: CorpusTrainConfig = CorpusTrainConfig()
         return best if rank == 0 else None
 
 
-def _held_before(corpus: Corpus, codec: EventCodec, pieces) -> np.ndarray:
-    """The pitches sounding before each event of the corpus (``sounding.held_before``), for
-    the given pieces (others stay empty): (events, pitches) bools, 89 bytes an event."""
-    held = np.zeros((len(corpus.events), codec.n_pitches), bool)
+def _held_before(corpus: Corpus, codec: EventCodec, pieces) -> Held:
+    """What holds before each event of the corpus (``sounding.held_before``), for the given
+    pieces (others stay empty): (events, pitches) bools and (events, 12) float32 counts, 137
+    bytes an event."""
+    held = Held(np.zeros((len(corpus.events), codec.n_pitches), bool),
+                np.zeros((len(corpus.events), N_PITCH_CLASSES), np.float32))
     for i in pieces:
         start, end = corpus.offsets[i], corpus.offsets[i + 1]
-        held[start:end] = held_before(codec.encode(corpus.piece(i)), codec.n_pitches)
+        for whole, part in zip(held, held_before(codec.encode(corpus.piece(i)), codec.n_pitches)):
+            whole[start:end] = part
     return held
 
 
@@ -353,6 +357,13 @@ def add_batch_commands(commands) -> None:
     train.add_argument("--input-mode", choices=INPUT_MODES, default=model.input_mode)
     train.add_argument("--embedding-dim", type=int, default=model.embedding_dim,
                        help="per component, with --input-mode embedding")
+    train.add_argument("--sounding-input", action=argparse.BooleanOptionalAction,
+                       default=model.sounding_input,
+                       help="the LSTM also reads which pitches sound (default: yes)")
+    train.add_argument("--key-input", action=argparse.BooleanOptionalAction,
+                       default=model.key_input,
+                       help="the LSTM also reads the key profile of the recent notes "
+                            "(default: yes)")
     train.set_defaults(handler=_one_line_errors(_train_command))
 
     generate = commands.add_parser("generate", help="improvise MIDI files from a checkpoint")
@@ -424,7 +435,8 @@ def _train_command(args) -> int:
                   file=sys.stderr)
         model_options = {"hidden_size": args.hidden_size, "num_layers": args.num_layers,
                          "dropout": args.dropout, "input_mode": args.input_mode,
-                         "embedding_dim": args.embedding_dim}
+                         "embedding_dim": args.embedding_dim,
+                         "sounding_input": args.sounding_input, "key_input": args.key_input}
         best = train_corpus(corpus, config, model_options, checkpoint_path=args.out,
                             params={"data": str(data)})
         if best is not None:

@@ -28,6 +28,7 @@ from .codec import EventCodec
 from .errors import CheckpointError, CodecError, ParameterError
 from .files import write_bytes_atomic
 from .model import ModelConfig, NoteLSTM
+from .sounding import N_PITCH_CLASSES
 
 FORMAT_VERSION = 1
 
@@ -170,7 +171,8 @@ def _model_config(path, raw: dict) -> ModelConfig:
             raise CheckpointError(path, f"model_config.{reprlib.repr(key)} is not a config field")
     if "sizes" not in raw:
         raise CheckpointError(path, "model_config.sizes is missing")
-    raw = {"sounding_input": False, **raw}  # saved before the field existed: the lesson's inputs
+    # saved before these fields existed: the lesson's inputs
+    raw = {"sounding_input": False, "key_input": False, **raw}
     try:  # ModelConfig checks every field's type and bounds before anything is sized
         return ModelConfig(**raw)
     except ParameterError as err:
@@ -192,8 +194,13 @@ def expected_state_shapes(config: ModelConfig) -> dict:
         inputs = (3 * width[0], width[1])
     else:
         inputs = classes
-    if config.sounding_input:
+    if config.sounding_input and config.input_mode == "embedding":
+        shapes["sounding_embedding.weight"] = (width, (config.sizes[0], classes[1]))
+        inputs = (inputs[0] + width[0], f"{inputs[1]} with sounding_input")
+    elif config.sounding_input:
         inputs = (inputs[0] + config.sizes[0], f"{inputs[1]} with sounding_input")
+    if config.key_input:
+        inputs = (inputs[0] + N_PITCH_CLASSES, f"{inputs[1]} with key_input")
     for layer in range(config.num_layers):
         shapes[f"lstm.weight_ih_l{layer}"] = (gates, inputs if layer == 0 else hidden)
         shapes[f"lstm.weight_hh_l{layer}"] = (gates, hidden)

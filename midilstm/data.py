@@ -90,7 +90,8 @@ def training_sequences(codes_list: list, seq_len: int, rng: np.random.Generator,
     """One epoch of training sequences, shape (n, seq_len + 1, 3), shuffled.
 
     With ``held`` (per piece, ``midilstm.sounding.held_before`` of its codes) it returns
-    ``(sequences, before)``: also the pitches sounding before each sequence's first event.
+    ``(sequences, before)``: also what held before each sequence's first event (a ``Held`` of
+    one row per sequence).
 
     Each piece is cut into back-to-back sequences from a random offset, so an epoch covers
     (nearly) every step once and the cut points move between epochs. A sequence's inputs are
@@ -112,26 +113,29 @@ def training_sequences(codes_list: list, seq_len: int, rng: np.random.Generator,
         starts = offset + seq_len * np.arange(n)
         chunks.append(codes[starts[:, None] + np.arange(seq_len + 1)])
         if held is not None:
-            befores.append(held[i][starts])
+            befores.append([part[starts] for part in held[i]])
     order = rng.permutation(sum(map(len, chunks)))
     sequences = np.concatenate(chunks)[order]
-    return sequences if held is None else (sequences, np.concatenate(befores)[order])
+    if held is None:
+        return sequences
+    return sequences, held[0]._make(np.concatenate(parts)[order] for parts in zip(*befores))
 
 
 def transpose(sequences: np.ndarray, max_semitones: int, n_pitches: int,
-              rng: np.random.Generator, before: np.ndarray | None = None):
+              rng: np.random.Generator, before=None):
     """Shift each sequence's pitch classes by a random number of semitones in
     [-max_semitones, max_semitones], limited so that no pitch leaves the range. With ``before``
-    (the pitches sounding before each sequence, (n, n_pitches) bools) it returns
-    ``(sequences, before)``, both shifted alike."""
+    (a ``sounding.Held``: the pitches sounding, (n, n_pitches) bools, and the key counts, (n,
+    12), before each sequence) it returns ``(sequences, before)``, all shifted alike."""
     if max_semitones <= 0:
         return sequences if before is None else (sequences, before)
     pitch = sequences[:, :, 0]
     low, high = pitch.min(axis=1), pitch.max(axis=1)
     if before is not None:  # a held pitch must stay in range too
-        held = before.any(axis=1)
-        low = np.where(held, np.minimum(low, before.argmax(axis=1)), low)
-        high = np.where(held, np.maximum(high, n_pitches - 1 - before[:, ::-1].argmax(axis=1)),
+        sounding = before.sounding
+        held = sounding.any(axis=1)
+        low = np.where(held, np.minimum(low, sounding.argmax(axis=1)), low)
+        high = np.where(held, np.maximum(high, n_pitches - 1 - sounding[:, ::-1].argmax(axis=1)),
                         high)
     shift = rng.integers(-max_semitones, max_semitones + 1, len(sequences))
     shift = np.clip(shift, -low, n_pitches - 1 - high)
@@ -139,6 +143,13 @@ def transpose(sequences: np.ndarray, max_semitones: int, n_pitches: int,
     out[:, :, 0] += shift[:, None]
     if before is None:
         return out
-    # each row rolled by its shift; the clip above keeps every held pitch from wrapping round
-    return out, np.take_along_axis(before, (np.arange(n_pitches) - shift[:, None]) % n_pitches,
-                                   axis=1)
+    return out, before._replace(sounding=_roll(before.sounding, shift),
+                                key=_roll(before.key, shift))
+
+
+def _roll(rows: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Row i moved ``shift[i]`` places along its last axis, wrapping round: for pitches the
+    clip in ``transpose`` keeps every held one from wrapping; pitch classes go round the
+    octave."""
+    width = rows.shape[1]
+    return np.take_along_axis(rows, (np.arange(width) - shift[:, None]) % width, axis=1)

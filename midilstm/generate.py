@@ -37,6 +37,7 @@ from .errors import ParameterError
 from .events import drop_orphan_offs, end_all_notes, make_events
 from .lstm_cell import layer_weights
 from .model import ModelConfig, NoteLSTM, torch_threads
+from .sounding import KEY_DECAY, N_PITCH_CLASSES, key_shares
 
 
 BLAS_STREAMS = 8  # from this many variations on, numpy's matrix products beat compiled loops
@@ -201,6 +202,7 @@ class Improviser:
         self.fed = False
         self.now_s = np.zeros(n_variations)  # time of the last event, per stream
         self.sounding_since = np.full((n_variations, codec.n_pitches), np.nan)  # onset or NaN
+        self.key = np.zeros((n_variations, N_PITCH_CLASSES))  # decayed note-on counts
         self.time_centers = np.concatenate([[0.0], codec.time_centers_s])
         self.sizes = np.array(codec.sizes, np.int64)
         self.splits = np.cumsum(codec.sizes)[:-1]
@@ -212,9 +214,10 @@ class Improviser:
         self._probs = np.zeros((n_variations, sum(codec.sizes)))
         self._considered_logits = None  # set by step(): the scores behind ``considered``
         # A model and a codec that disagree are refused here, in one line, not mid-generation.
-        step.check_step_arrays(self.sizes, *self.tables, self.table_s, self.w_ih, self.w_hh,
-                               self.bias, self.head_w, self.head_b, self.h, self.c, self.logits,
-                               self._probs, self.sounding_since, self.time_centers)
+        step.check_step_arrays(self.sizes, *self.tables, self.table_s, self.table_k, self.w_ih,
+                               self.w_hh, self.bias, self.head_w, self.head_b, self.h, self.c,
+                               self.logits, self._probs, self.sounding_since, self.key,
+                               self.time_centers)
         warm_up()
 
     def _copy_weights(self, model: NoteLSTM):
@@ -234,9 +237,11 @@ class Improviser:
                              or [np.zeros((4 * hidden, hidden), np.float32)])
         self.tables = [f32(t) * scale for t in model.input_tables()]
         self.tables[0] += self.bias[0]  # the first layer's bias rides on the pitch table
-        # what each sounding pitch adds (no rows: a model that does not read them)
-        self.table_s = (self.tables.pop() if len(self.tables) == 4
-                        else np.zeros((0, 4 * hidden), np.float32))
+        # what each sounding pitch, and each pitch class's key share, adds (no rows: a model
+        # that does not read them)
+        none = np.zeros((0, 4 * hidden), np.float32)
+        self.table_k = self.tables.pop() if model.config.key_input else none
+        self.table_s = self.tables.pop() if model.config.sounding_input else none
         self.head_w, self.head_b = f32(model.head.weight), f32(model.head.bias)
 
     @property
@@ -262,10 +267,11 @@ class Improviser:
         event is first replaced by a note-off for a note held longer than ``max_note_s``."""
         codes = np.ascontiguousarray(codes, dtype=np.int64)
         step.track_notes(codes, self.time_centers, self.max_note_s, self.now_s,
-                         self.sounding_since, end_held)
+                         self.sounding_since, self.key, KEY_DECAY, end_held)
         if self.n < BLAS_STREAMS:
             step.lstm_step(codes, self.h, self.c, *self.tables, self.table_s, self.sounding_since,
-                           self.w_ih, self.w_hh, self.bias, self.head_w, self.head_b, self.logits)
+                           self.table_k, self.key, self.w_ih, self.w_hh, self.bias, self.head_w,
+                           self.head_b, self.logits)
         else:
             self._numpy_step(codes)
         self.fed = True
@@ -284,6 +290,9 @@ class Improviser:
         if len(self.table_s):
             sounding = (~np.isnan(self.sounding_since)).astype(np.float32)
             x += (torch.from_numpy(sounding) @ torch.from_numpy(self.table_s)).numpy()
+        if len(self.table_k):
+            shares = key_shares(self.key).astype(np.float32)
+            x += (torch.from_numpy(shares) @ torch.from_numpy(self.table_k)).numpy()
         for layer in range(len(self.w_hh)):
             gates = (x if layer == 0
                      else _times_transposed(x, self.w_ih[layer - 1]) + self.bias[layer])

@@ -10,11 +10,13 @@ One-hot input times a weight matrix selects one column of the matrix per compone
 that explicit with learned, smaller embedding tables.
 
 With ``sounding_input`` (the default) the network also reads which pitches are sounding after
-each event (``midilstm.sounding``): 89 more 0/1 inputs. Without them it must count its own
+each event (``midilstm.sounding``): 89 more 0/1 inputs (with embeddings, their sum through a
+learned ``embedding_dim``-wide table, as for the classes). Without them it must count its own
 note-ons and note-offs, and over a long improvisation it loses count and stops ending notes.
-The model's state is therefore ``(lstm_state, sounding)``: the LSTM's ``(h, c)`` and the
-pitches sounding after the last event read, so that a sequence read in chunks (or generation)
-goes on exactly where it stopped.
+With ``key_input`` (the default) it also reads the key profile of the notes struck lately: 12
+shares of the pitch classes. The model's state is therefore ``(lstm_state, held)``: the LSTM's
+``(h, c)`` and what holds after the last event read (``sounding.Held``: the pitches sounding,
+the key counts), so that a sequence read in chunks (or generation) goes on where it stopped.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from torch.nn import functional as F
 from .checks import is_int, is_number
 from .constants import INPUT_MODES, MAX_CLASSES, MAX_EMBEDDING, MAX_HIDDEN, MAX_LAYERS
 from .errors import ParameterError
-from .sounding import sounding_flags
+from .sounding import N_PITCH_CLASSES, Held, key_profiles, key_shares, sounding_flags
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class ModelConfig:
     input_mode: str = "one_hot"  # or "embedding"
     embedding_dim: int = 32  # per component, only for input_mode="embedding"
     sounding_input: bool = True  # also read which pitches sound (False: the lesson's inputs)
+    key_input: bool = True  # also read the key profile of the recent notes (False: the lesson's)
 
     def __post_init__(self):
         if self.input_mode not in INPUT_MODES:
@@ -62,9 +65,10 @@ class ModelConfig:
         if not is_number(self.dropout) or not 0 <= self.dropout < 1:
             raise ParameterError("dropout", f"must be a number in [0, 1), "
                                             f"not {reprlib.repr(self.dropout)}")
-        if not isinstance(self.sounding_input, bool):
-            raise ParameterError("sounding_input", f"must be true or false, "
-                                                   f"not {reprlib.repr(self.sounding_input)}")
+        for name in ("sounding_input", "key_input"):
+            if not isinstance(getattr(self, name), bool):
+                raise ParameterError(name, f"must be true or false, "
+                                           f"not {reprlib.repr(getattr(self, name))}")
         object.__setattr__(self, "sizes", tuple(int(s) for s in sizes))
 
     def to_dict(self) -> dict:
@@ -84,8 +88,14 @@ class NoteLSTM(nn.Module):
         else:
             self.embeddings = None
             input_size = sum(config.sizes)
-        if config.sounding_input:
+        self.sounding_embedding = None
+        if config.sounding_input and config.input_mode == "embedding":
+            self.sounding_embedding = nn.Linear(config.sizes[0], config.embedding_dim, bias=False)
+            input_size += config.embedding_dim  # the sum of the sounding pitches' rows
+        elif config.sounding_input:
             input_size += config.sizes[0]  # one 0/1 input per pitch class
+        if config.key_input:
+            input_size += N_PITCH_CLASSES  # the shares of the pitch classes lately struck
         self.lstm = nn.LSTM(input_size, config.hidden_size, config.num_layers, batch_first=True,
                             dropout=config.dropout if config.num_layers > 1 else 0.0)
         self.dropout = nn.Dropout(config.dropout)
@@ -98,20 +108,31 @@ class NoteLSTM(nn.Module):
                               for i, n in enumerate(self.config.sizes)], dim=-1)
         return torch.cat([emb(codes[..., i]) for i, emb in enumerate(self.embeddings)], dim=-1)
 
-    def inputs(self, codes: torch.Tensor, before: torch.Tensor | None = None):
+    def inputs(self, codes: torch.Tensor, before: Held | None = None):
         """The LSTM's input for codes (batch, time, 3): the classes (``embed``), then, with
-        ``sounding_input``, the pitches sounding after each event (``before``: those sounding
-        before the first, (batch, pitches) bools; None: none). Returns ``(inputs, sounding
-        after the last event or None)``."""
+        ``sounding_input``, the pitches sounding after each event, and with ``key_input`` the
+        key profile (``midilstm.sounding``). ``before``: what held before the first event
+        (``Held`` of (batch, pitches) bools and (batch, 12) counts; None or None fields:
+        nothing). Returns ``(inputs, Held after the last event)``."""
         x = self.embed(codes)
-        if not self.config.sounding_input:
-            return x, None
-        flags = sounding_flags(codes, self.config.sizes[0], before)
-        return torch.cat([x, flags.to(x.dtype)], dim=-1), flags[:, -1]
+        before = before or Held(None, None)
+        parts, after = [x], Held(None, None)
+        if self.config.sounding_input:
+            flags = sounding_flags(codes, self.config.sizes[0], before.sounding)
+            held = flags.to(x.dtype)
+            parts.append(held if self.sounding_embedding is None
+                         else self.sounding_embedding(held))
+            after = after._replace(sounding=flags[:, -1])
+        if self.config.key_input:
+            counts = key_profiles(codes, before.key)
+            parts.append(key_shares(counts).to(x.dtype))
+            after = after._replace(key=counts[:, -1])
+        return torch.cat(parts, dim=-1), after
 
     def forward(self, codes: torch.Tensor, state=None):
         """Returns ``(log_probs, state)``; ``log_probs`` is a tuple (pitch, velocity, time) and
-        ``state`` is ``(lstm_state, sounding)`` (either may be None in the ``state`` given)."""
+        ``state`` is ``(lstm_state, Held after the last event)`` (in the ``state`` given, either
+        may be None: a fresh start)."""
         lstm_state, before = state if state is not None else (None, None)
         x, after = self.inputs(codes, before)
         out, lstm_state = self.lstm(x, lstm_state)
@@ -125,7 +146,8 @@ class NoteLSTM(nn.Module):
         Row c of table i is ``W_ih @ x`` for an input whose component i is class c (and the
         others zero), so the projection of a whole event is a sum of three rows. Generation
         uses this to step the network with lookups instead of matrix products. With
-        ``sounding_input`` a fourth table follows: row p is what a sounding pitch p adds.
+        ``sounding_input`` a table follows whose row p is what a sounding pitch p adds, and with
+        ``key_input`` one whose row k is what a share of 1 of pitch class k adds.
         """
         weight = self.lstm.weight_ih_l0  # (4 * hidden, input_size)
         tables, start = [], 0
@@ -136,6 +158,12 @@ class NoteLSTM(nn.Module):
             tables.append(vectors @ block.T)
             start += width
         if self.config.sounding_input:
+            vectors = (torch.eye(self.config.sizes[0]) if self.sounding_embedding is None
+                       else self.sounding_embedding.weight.T)
+            width = vectors.shape[1]
+            tables.append(vectors @ weight[:, start:start + width].T)
+            start += width
+        if self.config.key_input:
             tables.append(weight[:, start:].T)
         return tables
 

@@ -114,6 +114,7 @@ PARAMETERS: dict[str, Spec] = {
     "num_layers": Spec("int", (P03,), "stacked LSTM layers", low=1, high=MAX_LAYERS),
     "input_mode": Spec("str", (P03,), "how classes enter the LSTM", choices=INPUT_MODES),
     "sounding_input": Spec("bool", (P03,), "the LSTM also reads which pitches are sounding"),
+    "key_input": Spec("bool", (P03,), "the LSTM also reads the key profile of the recent notes"),
     "dropout": Spec("float", (P03,), "dropout on the LSTM output", low=0, high=1, open_high=True),
     "seq_len": Spec("int", (P03,), "events per training sequence", low=1, high=100_000),
     "batch_size": Spec("int", (P03,), "sequences per optimiser step", low=1, high=4096),

@@ -9,40 +9,87 @@ measures it). So the network is also *told* which pitches sound, as one more inp
 vector over the pitch classes after each event. It is a function of the events before it, so it
 adds no information a perfect memory would not have, and nothing the validation could leak.
 
-``sounding_flags`` is the one rule, used by the model on every sequence it reads; a sequence
-that starts inside a piece also needs the keys held down before its first event, which
-``held_before`` gives for every position of a piece. Generation keeps the same set as it
-samples (``midilstm.step.track_notes``); a test checks the two agree.
+The same holds for the key. With transposed training sequences the network must tell the key
+from the notes it has read, and over a long improvisation a few stray notes lead it to another:
+the music wanders through keys. So it is also told the **key profile**: how often each pitch
+class was struck lately (each note-on counts 1, and every earlier count is multiplied by
+``KEY_DECAY``: the last few dozen notes weigh most), as shares that sum to 1.
+
+``sounding_flags`` and ``key_profiles`` are the rules, used by the model on every sequence it
+reads; a sequence that starts inside a piece also needs what held before its first event, which
+``held_before`` gives for every position of a piece. Generation keeps the same state as it
+samples (``midilstm.step.track_notes``); a test checks they agree.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
-from torch.nn import functional as F
+
+KEY_DECAY = 0.97  # per note-on: a note struck 30 notes ago weighs 0.4, 100 ago 0.05
+N_PITCH_CLASSES = 12
+
+
+class Held(NamedTuple):
+    """What holds before (or after) an event: ``sounding`` (..., n_pitches) bools and ``key``
+    (..., 12) decayed note-on counts per pitch class (the class of code ``c`` is ``c % 12``;
+    which letter it names does not matter to the network)."""
+
+    sounding: object
+    key: object
 
 
 def sounding_flags(codes: torch.Tensor, n_pitches: int,
                    before: torch.Tensor | None = None) -> torch.Tensor:
-    """(batch, time, 3) codes -> (batch, time, n_pitches) bools: pitch class ``p`` sounds after
-    event ``t`` if the last event on ``p`` up to ``t`` was a note-on (velocity class > 0), or,
-    with no event on ``p`` yet, if it sounded ``before`` the first event (batch, n_pitches)."""
+    """(batch, time, 3) codes -> (batch, time, n_pitches) bools: the pitch classes sounding
+    after each event. A note-on (velocity class > 0) makes its pitch sound, a note-off silences
+    it; ``before`` (batch, n_pitches) holds those sounding before the first event (None: none).
+    One step per event, for all sequences at once (faster here than a vectorised scan)."""
     batch, steps, _ = codes.shape
-    on = codes[..., 1] > 0
-    hit = F.one_hot(codes[..., 0], n_pitches).bool()
-    step_index = torch.arange(steps, device=codes.device).view(1, steps, 1)
-    last = torch.where(hit, step_index, -1).cummax(dim=1).values  # last event on each pitch
-    last_was_on = on.gather(1, last.clamp(min=0).reshape(batch, -1)).view_as(last)
-    if before is None:
-        before = torch.zeros(batch, n_pitches, dtype=torch.bool, device=codes.device)
-    return torch.where(last >= 0, last_was_on, before.bool()[:, None, :])
+    sounding = torch.zeros(batch, n_pitches, dtype=torch.bool, device=codes.device)
+    if before is not None:
+        sounding |= before.bool()
+    out = torch.empty(batch, steps, n_pitches, dtype=torch.bool, device=codes.device)
+    rows = torch.arange(batch, device=codes.device)
+    pitch, on = codes[..., 0], codes[..., 1] > 0
+    for t in range(steps):
+        sounding[rows, pitch[:, t]] = on[:, t]
+        out[:, t] = sounding
+    return out
+
+
+def key_profiles(codes: torch.Tensor, before: torch.Tensor | None = None) -> torch.Tensor:
+    """(batch, time, 3) codes -> (batch, time, 12) float32: after each event, the decayed
+    count of note-ons per pitch class (``KEY_DECAY``); ``before`` (batch, 12) the counts before
+    the first event (None: zeros)."""
+    batch, steps, _ = codes.shape
+    counts = torch.zeros(batch, N_PITCH_CLASSES, device=codes.device)
+    if before is not None:
+        counts += before
+    out = torch.empty(batch, steps, N_PITCH_CLASSES, device=codes.device)
+    struck = torch.nn.functional.one_hot(codes[..., 0] % N_PITCH_CLASSES, N_PITCH_CLASSES)
+    on = (codes[..., 1] > 0)[..., None]
+    for t in range(steps):
+        counts = torch.where(on[:, t], counts * KEY_DECAY + struck[:, t], counts)
+        out[:, t] = counts
+    return out
+
+
+def key_shares(counts):
+    """Decayed counts -> shares of the pitch classes that sum to 1 (all 0 before any note)."""
+    total = counts.sum(-1, keepdims=True)
+    return counts / (total + (total == 0))
 
 
 @torch.no_grad()
-def held_before(codes: np.ndarray, n_pitches: int) -> np.ndarray:
-    """For one piece's (n, 3) codes, the pitches sounding just before each event: (n, n_pitches)
-    bools, row 0 empty. Row ``s`` is the ``before`` of a sequence that starts at event ``s``."""
-    after = sounding_flags(torch.as_tensor(np.asarray(codes, np.int64))[None], n_pitches)[0]
-    out = np.zeros((len(codes), n_pitches), bool)
-    out[1:] = after[:-1].numpy()
-    return out
-
+def held_before(codes: np.ndarray, n_pitches: int) -> Held:
+    """For one piece's (n, 3) codes, what holds just before each event: ``Held`` of (n,
+    n_pitches) bools and (n, 12) float32 counts, row 0 empty. Row ``s`` is the ``before`` of a
+    sequence that starts at event ``s``."""
+    x = torch.as_tensor(np.asarray(codes, np.int64))[None]
+    sounding = np.zeros((len(codes), n_pitches), bool)
+    sounding[1:] = sounding_flags(x, n_pitches)[0, :-1].numpy()
+    key = np.zeros((len(codes), N_PITCH_CLASSES), np.float32)
+    key[1:] = key_profiles(x)[0, :-1].numpy()
+    return Held(sounding, key)

@@ -21,12 +21,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .sounding import N_PITCH_CLASSES
+
 # Sums may be reordered (vectorised); NaN and inf keep their meaning.
 _SUM_MATH = {"reassoc", "contract"}
 
 
-def check_step_arrays(sizes, table_p, table_v, table_t, table_s, w_ih, w_hh, bias, head_w, head_b,
-                      h, c, logits, probs, sounding_since, time_centers) -> None:
+def check_step_arrays(sizes, table_p, table_v, table_t, table_s, table_k, w_ih, w_hh, bias, head_w,
+                      head_b, h, c, logits, probs, sounding_since, key, time_centers) -> None:
     """Raise ``ValueError`` (one line naming the array) unless the arrays the kernels below are
     given agree in shape and dtype with the codec's ``sizes`` (pitch, velocity, time classes)
     and with the state ``h`` (layers, streams, hidden): a model and a codec that disagree are
@@ -42,6 +44,7 @@ def check_step_arrays(sizes, table_p, table_v, table_t, table_s, w_ih, w_hh, bia
                 "table_v": (table_v, (n_velocity, gates), f32),
                 "table_t": (table_t, (n_time, gates), f32),
                 "table_s": (table_s, (n_pitch if len(table_s) else 0, gates), f32),
+                "table_k": (table_k, (N_PITCH_CLASSES if len(table_k) else 0, gates), f32),
                 "w_ih": (w_ih, (max(layers - 1, 1), gates, hidden), f32),
                 "w_hh": (w_hh, (layers, gates, hidden), f32),
                 "bias": (bias, (layers, gates), f32),
@@ -49,6 +52,7 @@ def check_step_arrays(sizes, table_p, table_v, table_t, table_s, w_ih, w_hh, bia
                 "c": (c, h.shape, f32), "logits": (logits, (streams, outputs), f32),
                 "probs": (probs, (streams, outputs), np.float64),
                 "sounding_since": (sounding_since, (streams, n_pitch), np.float64),
+                "key": (key, (streams, N_PITCH_CLASSES), np.float64),
                 "time_centers": (time_centers, (n_time,), np.float64)}
     for name, (array, shape, dtype) in expected.items():
         if not isinstance(array, np.ndarray) or array.shape != shape or array.dtype != dtype:
@@ -60,13 +64,14 @@ def check_step_arrays(sizes, table_p, table_v, table_t, table_s, w_ih, w_hh, bia
 
 
 @njit(cache=True, fastmath=_SUM_MATH)
-def lstm_step(codes, h, c, table_p, table_v, table_t, table_s, sounding_since, w_ih, w_hh, bias,
-              head_w, head_b, logits):
+def lstm_step(codes, h, c, table_p, table_v, table_t, table_s, sounding_since, table_k, key, w_ih,
+              w_hh, bias, head_w, head_b, logits):
     """The same step as ``Improviser._numpy_step``, as loops, one stream after the other.
 
     ``table_s`` (pitches, 4*hidden) holds what each sounding pitch adds to the first layer's
-    input (none: rows 0, a model that does not read them); ``sounding_since`` is NaN for a
-    silent pitch.
+    input, ``table_k`` (12, 4*hidden) what each pitch class's share of the key counts ``key``
+    (streams, 12) adds (no rows: a model that does not read them); ``sounding_since`` is NaN
+    for a silent pitch.
 
     Weight matrices are PyTorch's (outputs, inputs) layout, with the input, forget and output
     gates pre-scaled by 1/2 so that tanh gives every nonlinearity; ``w_ih`` (layers-1, 4*hidden,
@@ -77,7 +82,9 @@ def lstm_step(codes, h, c, table_p, table_v, table_t, table_s, sounding_since, w
     if not (_lstm_shapes_agree(codes, h, c, table_p, table_v, table_t, w_ih, w_hh, bias, head_w,
                                head_b, logits)
             and table_s.shape[1] == 4 * hidden and sounding_since.shape[0] == streams
-            and (table_s.shape[0] == 0 or table_s.shape[0] == sounding_since.shape[1])):
+            and (table_s.shape[0] == 0 or table_s.shape[0] == sounding_since.shape[1])
+            and table_k.shape[1] == 4 * hidden and key.shape[0] == streams
+            and (table_k.shape[0] == 0 or table_k.shape[0] == key.shape[1])):
         raise ValueError("lstm_step: the arrays' shapes disagree (see step.check_step_arrays)")
     for b in range(streams):
         if not (0 <= codes[b, 0] < table_p.shape[0] and 0 <= codes[b, 1] < table_v.shape[0]
@@ -85,18 +92,24 @@ def lstm_step(codes, h, c, table_p, table_v, table_t, table_s, sounding_since, w
             raise ValueError("lstm_step: a code is outside its head's classes")
     gates = np.empty(4 * hidden, np.float32)
     held = np.empty(table_s.shape[0], np.int64)
+    shares = np.zeros(table_k.shape[0], np.float32)
     for b in range(streams):
         n_held = 0
         for pitch in range(table_s.shape[0]):
             if not np.isnan(sounding_since[b, pitch]):
                 held[n_held] = pitch
                 n_held += 1
+        total = key[b].sum() if table_k.shape[0] else 0.0
+        for k in range(table_k.shape[0]):
+            shares[k] = key[b, k] / total if total > 0 else 0.0
         for layer in range(layers):
             for j in range(4 * hidden):
                 if layer == 0:  # one-hot input: table rows instead of a product
                     x = table_p[codes[b, 0], j] + table_v[codes[b, 1], j] + table_t[codes[b, 2], j]
                     for k in range(n_held):
                         x += table_s[held[k], j]
+                    for k in range(table_k.shape[0]):
+                        x += shares[k] * table_k[k, j]
                 else:
                     x = bias[layer, j] + _dot(w_ih[layer - 1, j], h[layer - 1, b])
                 gates[j] = _tanh(x + _dot(w_hh[layer, j], h[layer, b]))
@@ -245,12 +258,14 @@ def _draw(p, u):
 
 
 @njit(cache=True)
-def track_notes(codes, time_centers, max_note_s, now_s, sounding_since, end_held):
-    """Advance each stream's clock and its sounding notes by the event in ``codes``. With
-    ``end_held``, first replace the event by a note-off (at once) if a note has been held longer
-    than ``max_note_s``."""
+def track_notes(codes, time_centers, max_note_s, now_s, sounding_since, key, key_decay, end_held):
+    """Advance each stream's clock, its sounding notes and its key counts (``key`` (streams,
+    12): a note-on multiplies them by ``key_decay`` and adds 1 to its pitch class) by the event
+    in ``codes``. With ``end_held``, first replace the event by a note-off (at once) if a note
+    has been held longer than ``max_note_s``."""
     streams, n_pitch = sounding_since.shape
-    if not (codes.shape[0] == streams and codes.shape[1] == 3 and now_s.shape[0] == streams):
+    if not (codes.shape[0] == streams and codes.shape[1] == 3 and now_s.shape[0] == streams
+            and key.shape[0] == streams and key.shape[1] >= 1):
         raise ValueError("track_notes: the arrays' shapes disagree (see step.check_step_arrays)")
     for b in range(streams):
         if not (0 <= codes[b, 0] < n_pitch and 0 <= codes[b, 2] < time_centers.shape[0]):
@@ -265,5 +280,8 @@ def track_notes(codes, time_centers, max_note_s, now_s, sounding_since, end_held
         pitch = codes[b, 0]
         if codes[b, 1] == 0:
             sounding_since[b, pitch] = np.nan
-        elif np.isnan(sounding_since[b, pitch]):
-            sounding_since[b, pitch] = now_s[b]
+        else:
+            if np.isnan(sounding_since[b, pitch]):
+                sounding_since[b, pitch] = now_s[b]
+            key[b] *= key_decay
+            key[b, pitch % key.shape[1]] += 1.0

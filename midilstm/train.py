@@ -42,7 +42,7 @@ from .constants import DEVICE_PATTERN
 from .data import NO_VALIDATION, count_targets, training_sequences, transpose
 from .errors import ParameterError
 from .model import ModelConfig, NoteLSTM, torch_threads
-from .sounding import held_before
+from .sounding import Held, held_before
 
 
 @dataclass(frozen=True)
@@ -92,11 +92,11 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def sequence_loss(model: NoteLSTM, batch: torch.Tensor, stats: bool = True,
-                  before: torch.Tensor | None = None):
+                  before=None):
     """Summed NLL of the three heads over every step of ``batch`` (n, seq_len + 1, 3), plus
     per-head (nll_sum, correct, count) for the metrics (``None`` with ``stats=False``: the
-    argmax for the accuracy costs about 8% of a small model's training step). ``before``: the
-    pitches sounding before each sequence (n, pitches) bools, for a model that reads them."""
+    argmax for the accuracy costs about 8% of a small model's training step). ``before``: what
+    held before each sequence (``sounding.Held`` of tensors), for a model that reads it."""
     log_probs, _ = model(batch[:, :-1], (None, before))
     targets = batch[:, 1:]
     per_head, total = [], 0.0
@@ -278,18 +278,19 @@ def _log_line(record, epochs, best_epoch) -> str:
 
 
 def _train_epoch(model, optimizer, train_codes, held, config, codec, rng, device, epoch):
-    """One pass over freshly cut and shuffled training sequences (``held``: per piece, the
-    pitches sounding before each event)."""
+    """One pass over freshly cut and shuffled training sequences (``held``: per piece, what
+    holds before each event, ``sounding.held_before``)."""
     sequences, before = training_sequences(train_codes, config.seq_len, rng, held)
     sequences, before = transpose(sequences, config.transpose_semitones, codec.n_pitches, rng,
                                   before)
     batches = torch.as_tensor(sequences, dtype=torch.long).split(config.batch_size)
-    befores = torch.as_tensor(before).split(config.batch_size)
+    befores = zip(*(torch.as_tensor(part).split(config.batch_size) for part in before))
     model.train()
     totals = np.zeros((3, 3))
     start = time.perf_counter()
     for batch, held_at_start in zip(batches, befores):
-        loss, stats = sequence_loss(model, batch.to(device), before=held_at_start.to(device))
+        loss, stats = sequence_loss(model, batch.to(device),
+                                    before=Held(*(part.to(device) for part in held_at_start)))
         optimiser_step(model, optimizer, loss, config.grad_clip)
         for i, (nll, correct, count) in enumerate(stats):
             totals[i] += (nll.item(), correct.item(), count)

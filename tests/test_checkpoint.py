@@ -102,7 +102,12 @@ def test_an_unknown_format_is_refused(tmp_path):
 @pytest.mark.parametrize("kw", [dict(), dict(num_layers=3), dict(input_mode="embedding"),
                                 dict(input_mode="embedding", embedding_dim=3, num_layers=2),
                                 dict(sounding_input=False),
-                                dict(input_mode="embedding", sounding_input=False, num_layers=2)])
+                                dict(input_mode="embedding", sounding_input=False, num_layers=2),
+                                dict(key_input=False),
+                                dict(input_mode="embedding", key_input=False),
+                                dict(sounding_input=False, key_input=False),
+                                dict(input_mode="embedding", sounding_input=False,
+                                     key_input=False)])
 def test_expected_shapes_are_the_models_own(kw):
     """Worked out from the config alone, checked against the shapes torch really builds."""
     config = ModelConfig(sizes=CODEC.sizes, hidden_size=5, **kw)
@@ -162,22 +167,39 @@ TAMPERED = {
                    p["model_config"].update(sizes=OTHER_SIZES)),
         r"model_state.embeddings.1.weight has shape \(17, 4\), but the codec's sizes "
         r"\(89, 128, 13\) call for \(128, 4\)"),
-    # the saved model reads the sounding pitches: 3 * 4 embedding + 89 sounding inputs = 101
+    # the saved model reads the sounding pitches and the key: 3 * 4 embedding + 4 sounding
+    # + 12 key shares = 28 inputs
     "hidden size": (set_in("model_config", "hidden_size", 17),
-                    r"model_state.lstm.weight_ih_l0 has shape \(64, 101\), but "
-                    r"model_config.hidden_size 17 call for \(68, 101\)"),
+                    r"model_state.lstm.weight_ih_l0 has shape \(64, 28\), but "
+                    r"model_config.hidden_size 17 call for \(68, 28\)"),
     "embedding size": (set_in("model_config", "embedding_dim", 5),
                        r"embeddings.0.weight has shape \(89, 4\), but "
                        r"model_config.embedding_dim 5 call for \(89, 5\)"),
     "input mode": (set_in("model_config", "input_mode", "one_hot"),
-                   r"lstm.weight_ih_l0 has shape \(64, 101\), but the codec's sizes "
-                   r"\(89, 17, 7\) with sounding_input call for \(64, 202\)"),
+                   r"lstm.weight_ih_l0 has shape \(64, 28\), but the codec's sizes "
+                   r"\(89, 17, 7\) with sounding_input with key_input call for \(64, 214\)"),
     "sounding input off": (set_in("model_config", "sounding_input", False),
-                           r"lstm.weight_ih_l0 has shape \(64, 101\), but "
-                           r"model_config.embedding_dim 4 call for \(64, 12\)"),
+                           r"lstm.weight_ih_l0 has shape \(64, 28\), but "
+                           r"model_config.embedding_dim 4 with key_input call for \(64, 24\)"),
     "sounding input dropped": (drop("model_config", "sounding_input"),  # read as an old file
-                               r"lstm.weight_ih_l0 has shape \(64, 101\), but "
-                               r"model_config.embedding_dim 4 call for \(64, 12\)"),
+                               r"lstm.weight_ih_l0 has shape \(64, 28\), but "
+                               r"model_config.embedding_dim 4 with key_input call for \(64, 24\)"),
+    "key input off": (set_in("model_config", "key_input", False),
+                      r"lstm.weight_ih_l0 has shape \(64, 28\), but "
+                      r"model_config.embedding_dim 4 with sounding_input call for \(64, 16\)"),
+    "key input dropped": (drop("model_config", "key_input"),  # read as an old file
+                          r"lstm.weight_ih_l0 has shape \(64, 28\), but "
+                          r"model_config.embedding_dim 4 with sounding_input call for \(64, 16\)"),
+    "both inputs dropped": (lambda p: (p["model_config"].pop("sounding_input"),
+                                       p["model_config"].pop("key_input")),
+                            r"lstm.weight_ih_l0 has shape \(64, 28\), but "
+                            r"model_config.embedding_dim 4 call for \(64, 12\)"),
+    "sounding table dropped": (drop("model_state", "sounding_embedding.weight"),
+                               r"model_state.sounding_embedding.weight is missing"),
+    "sounding table too narrow": (lambda p: p["model_state"].update(
+        {"sounding_embedding.weight": p["model_state"]["sounding_embedding.weight"][:, :88]}),
+        r"model_state.sounding_embedding.weight has shape \(4, 88\), but the codec's sizes "
+        r"\(89, 17, 7\) call for \(4, 89\)"),
     "one layer fewer": (set_in("model_config", "num_layers", 1),
                         r"model_state.lstm.weight_ih_l1 is not a weight of this model"),
     "one layer more": (set_in("model_config", "num_layers", 3),
@@ -193,6 +215,8 @@ TAMPERED = {
     "unknown mode": (set_in("model_config", "input_mode", "conv"), r"model_config.input_mode"),
     "sounding as text": (set_in("model_config", "sounding_input", "yes"),
                          r"model_config.sounding_input must be true or false, not 'yes'"),
+    "key as a number": (set_in("model_config", "key_input", 1),
+                        r"model_config.key_input must be true or false, not 1"),
     "two sizes": (set_in("model_config", "sizes", [89, 17]), r"model_config.sizes must be three"),
     "sizes as text": (set_in("model_config", "sizes", "89,17,7"), r"model_config.sizes"),
     "huge sizes": (set_in("model_config", "sizes", [89, 17, 10**9]), r"model_config.sizes"),

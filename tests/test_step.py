@@ -13,14 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from midilstm.sounding import N_PITCH_CLASSES
 from midilstm.step import check_step_arrays
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = (5, 4, 3)
 
 
-def step_arrays(sizes=SIZES, layers=2, streams=2, hidden=6):
-    """Arrays of the shapes and dtypes ``Improviser`` gives the kernels, by keyword."""
+def step_arrays(sizes=SIZES, layers=2, streams=2, hidden=6, sounding=True, key=True):
+    """Arrays of the shapes and dtypes ``Improviser`` gives the kernels, by keyword (without
+    ``sounding`` or ``key``: the tables of a model that does not read them, with no rows)."""
     rng = np.random.default_rng(0)
     outputs, gates = sum(sizes), 4 * hidden
 
@@ -29,7 +31,8 @@ def step_arrays(sizes=SIZES, layers=2, streams=2, hidden=6):
 
     return dict(sizes=np.array(sizes, np.int64), table_p=f32(sizes[0], gates),
                 table_v=f32(sizes[1], gates), table_t=f32(sizes[2], gates),
-                table_s=f32(sizes[0], gates),
+                table_s=f32(sizes[0] if sounding else 0, gates),
+                table_k=f32(N_PITCH_CLASSES if key else 0, gates),
                 w_ih=f32(max(layers - 1, 1), gates, hidden), w_hh=f32(layers, gates, hidden),
                 bias=f32(layers, gates), head_w=f32(outputs, hidden), head_b=f32(outputs),
                 h=np.zeros((layers, streams, hidden), np.float32),
@@ -37,12 +40,16 @@ def step_arrays(sizes=SIZES, layers=2, streams=2, hidden=6):
                 logits=np.zeros((streams, outputs), np.float32),
                 probs=np.zeros((streams, outputs)),
                 sounding_since=np.full((streams, sizes[0]), np.nan),
+                key=rng.random((streams, N_PITCH_CLASSES)),
                 time_centers=np.linspace(0.0, 1.0, sizes[2]))
 
 
 def test_consistent_arrays_pass():
     check_step_arrays(**step_arrays())
     check_step_arrays(**step_arrays(layers=1, streams=1))
+    check_step_arrays(**step_arrays(sounding=False, key=False))  # the lesson model's
+    check_step_arrays(**step_arrays(sounding=False))
+    check_step_arrays(**step_arrays(key=False))
 
 
 @pytest.mark.parametrize("name", [n for n in step_arrays() if n not in ("sizes", "h")])
@@ -82,8 +89,8 @@ from midilstm import step
 
 def lstm(a, codes):
     step.lstm_step(codes, a["h"], a["c"], a["table_p"], a["table_v"], a["table_t"], a["table_s"],
-                   a["sounding_since"], a["w_ih"], a["w_hh"], a["bias"], a["head_w"], a["head_b"],
-                   a["logits"])
+                   a["sounding_since"], a["table_k"], a["key"], a["w_ih"], a["w_hh"], a["bias"],
+                   a["head_w"], a["head_b"], a["logits"])
 
 def sample(a, **change):
     a = {**a, **change}
@@ -93,7 +100,8 @@ def sample(a, **change):
                      np.zeros((streams, 3), np.int64), a["probs"])
 
 def track(a, codes):
-    step.track_notes(codes, a["time_centers"], 5.0, np.zeros(len(codes)), a["sounding_since"], True)
+    step.track_notes(codes, a["time_centers"], 5.0, np.zeros(len(codes)), a["sounding_since"],
+                     a["key"], 0.97, True)
 
 def generate_with_a_bigger_model():
     """A model with more time classes than the codec (the tampered-checkpoint exploit): the
@@ -108,7 +116,8 @@ GOOD = np.array([[4, 3, 2], [0, 0, 0]], np.int64)  # the largest and smallest cl
 BIG_MODEL = step_arrays(sizes=(5, 4, 300))  # the model's heads: more classes than the codec's
 cases = {
     "valid codes, valid arrays": lambda: (lstm(step_arrays(), GOOD), sample(step_arrays()),
-                                          track(step_arrays(), GOOD)),
+                                          track(step_arrays(), GOOD),
+                                          lstm(step_arrays(sounding=False, key=False), GOOD)),
     "head_w with more rows than logits": lambda: lstm(
         {**step_arrays(), "head_w": BIG_MODEL["head_w"], "head_b": BIG_MODEL["head_b"]}, GOOD),
     "a pitch code past the table": lambda: lstm(step_arrays(), np.array([[5, 0, 0], [0, 0, 0]])),
@@ -128,6 +137,16 @@ cases = {
     "generate with a model bigger than the codec": generate_with_a_bigger_model,
     "a pitch code past sounding_since": lambda: track(step_arrays(),
                                                       np.array([[900, 1, 0], [0, 1, 0]])),
+    "table_k rows of the wrong width": lambda: lstm(
+        {**step_arrays(), "table_k": step_arrays(hidden=7)["table_k"]}, GOOD),
+    "key for fewer streams than the state": lambda: lstm(
+        {**step_arrays(), "key": np.ones((1, 12))}, GOOD),
+    "key narrower than table_k": lambda: lstm({**step_arrays(), "key": np.ones((2, 5))}, GOOD),
+    "table_k without rows, table_s of the wrong width": lambda: lstm(
+        {**step_arrays(key=False), "table_s": step_arrays(hidden=7)["table_s"]}, GOOD),
+    "track key for fewer streams": lambda: track({**step_arrays(), "key": np.ones((1, 12))},
+                                                 GOOD),
+    "track key without columns": lambda: track({**step_arrays(), "key": np.ones((2, 0))}, GOOD),
 }
 out = {}
 for name, case in cases.items():

@@ -15,6 +15,7 @@ from midilstm.checkpoint import load_checkpoint
 from midilstm.codec import HEADS
 from midilstm.data import NO_VALIDATION
 from midilstm.errors import ParameterError
+from midilstm.sounding import N_PITCH_CLASSES, Held
 from midilstm.train import TrainConfig, evaluate, partial_path, train
 
 EVENTS = pattern_events(40)  # 320 events, a bar of 8 repeated
@@ -23,8 +24,9 @@ CODES = CODEC.encode(EVENTS)
 TRAIN, VAL = [CODES[:256]], [CODES[256:]]
 FAST = TrainConfig(epochs=10, seq_len=16, batch_size=4, lr=5e-2, patience=10, seed=0,
                    transpose_semitones=0)  # the patterns below are in one key
-# The fixture's default model also reads the sounding pitches: 89 more inputs, whose weights
-# take a few more epochs to settle than the lesson model's (10 epochs: val nll ~0.51)
+# The fixture's default model also reads the sounding pitches and the key: 89 + 12 more
+# inputs, whose weights take a few more epochs to settle than the lesson model's (10 epochs:
+# val nll ~0.51)
 TRAINED = replace(FAST, epochs=15)
 
 
@@ -57,7 +59,7 @@ def unigram_nll(train_codes, val_codes) -> float:
 
 def test_learns_a_repeating_pattern_almost_perfectly(trained):
     best, _ = trained
-    assert best.model.config.sounding_input  # the default model
+    assert best.model.config.sounding_input and best.model.config.key_input  # the default
     val = evaluate(best.model, VAL)
     for head in HEADS:
         assert val[f"acc_{head}"] >= 0.95, val
@@ -65,7 +67,7 @@ def test_learns_a_repeating_pattern_almost_perfectly(trained):
 
 
 def test_the_lesson_model_learns_the_pattern_too():
-    best = run(model_config=tiny_config(CODEC, sounding_input=False))
+    best = run(model_config=tiny_config(CODEC, sounding_input=False, key_input=False))
     assert best.model.lstm.input_size == sum(CODEC.sizes)
     val = evaluate(best.model, VAL)
     for head in HEADS:
@@ -260,13 +262,20 @@ def test_transposition_only_touches_training_sequences(monkeypatch):
         assert sequences.shape[1] == FAST.seq_len + 1  # training sequences, not validation
         assert (out[..., 1:] == sequences[..., 1:]).all()
         assert (out[..., 0] != sequences[..., 0]).any()
-        # the pitches held before each sequence (the sounding input) travel with it (the
-        # cut points may all fall between notes here: test_sounding checks held pitches)
+        # what held before each sequence (the sounding pitches, the key counts) travels with
+        # it (the cut points may all fall between notes here: test_sounding checks held
+        # pitches)
         before = args[3]
-        assert before.shape == (len(sequences), CODEC.n_pitches) and before.dtype == bool
+        assert isinstance(before, Held) and isinstance(out_before, Held)
+        assert before.sounding.shape == (len(sequences), CODEC.n_pitches)
+        assert before.sounding.dtype == bool
+        assert before.key.shape == (len(sequences), N_PITCH_CLASSES)
+        assert (before.key.sum(axis=1) > 0).mean() > 0.9  # most starts follow struck notes
         shift = out[:, 0, 0] - sequences[:, 0, 0]
-        for row, moved, k in zip(before, out_before, shift):
+        for row, moved, k in zip(before.sounding, out_before.sounding, shift):
             assert (np.flatnonzero(moved) == np.flatnonzero(row) + k).all()
+        for row, moved, k in zip(before.key, out_before.key, shift):
+            np.testing.assert_array_equal(moved, np.roll(row, k))  # round the octave
     for codes_list in evaluated:
         np.testing.assert_array_equal(codes_list[0], val_before[0])
     np.testing.assert_array_equal(VAL[0], val_before[0])
