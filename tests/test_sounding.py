@@ -193,6 +193,16 @@ def chord_piece():
     return make_events(triples + [(36, 0, 0.1), (43, 0, 0.0)])
 
 
+def assert_chunks_score_as_one_pass(model, codes, chunks) -> dict:
+    """``evaluate`` in chunks of each size gives what one pass gives; returns the one pass."""
+    whole = evaluate(model, [codes])
+    for chunk in chunks:
+        chunked = evaluate(model, [codes], chunk=chunk)
+        for key, value in whole.items():
+            assert chunked[key] == pytest.approx(value, rel=1e-5, abs=1e-7), (chunk, key)
+    return whole
+
+
 @pytest.mark.parametrize("kw", [dict(), dict(input_mode="embedding", embedding_dim=4,
                                              num_layers=2)])
 def test_evaluating_in_chunks_equals_one_pass(kw):
@@ -204,11 +214,7 @@ def test_evaluating_in_chunks_equals_one_pass(kw):
     if model.sounding_embedding is not None:  # a random init barely feels it: make it count
         with torch.no_grad():
             model.sounding_embedding.weight.mul_(20)
-    whole = evaluate(model, [codes])
-    for chunk in (1, 7, 33):
-        chunked = evaluate(model, [codes], chunk=chunk)
-        for key, value in whole.items():
-            assert chunked[key] == pytest.approx(value, rel=1e-5, abs=1e-7), (chunk, key)
+    whole = assert_chunks_score_as_one_pass(model, codes, (1, 7, 33))
     # the comparison can fail: chunks that forget the sounding pitches score otherwise
     x = torch.as_tensor(codes)[None]
     with torch.no_grad():
@@ -233,11 +239,7 @@ def test_evaluating_in_chunks_carries_the_key(kw):
     assert model.config.key_input
     with torch.no_grad():  # a random init barely feels the 12 shares: make them count
         model.lstm.weight_ih_l0[:, -N_PITCH_CLASSES:] *= 20
-    whole = evaluate(model, [codes])
-    for chunk in (1, 5, 33):
-        chunked = evaluate(model, [codes], chunk=chunk)
-        for key, value in whole.items():
-            assert chunked[key] == pytest.approx(value, rel=1e-5, abs=1e-7), (chunk, key)
+    whole = assert_chunks_score_as_one_pass(model, codes, (1, 5, 33))
     # the comparison can fail: chunks that carry the sounding pitches but forget the key
     # counts score otherwise
     x = torch.as_tensor(codes)[None]
