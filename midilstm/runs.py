@@ -551,12 +551,14 @@ def _plot_summary(rows, out: Path, grid_names):
 
 # --- the committed notebooks ---------------------------------------------------------------------
 
-def refresh_notebooks(series=SERIES, log=print) -> None:
+def refresh_notebooks(series=SERIES, log=print, force: bool = False) -> None:
     """Re-execute the committed notebooks with their own defaults (after an intended change), so
     their stored outputs match what nbval will see. What changes from one execution to the next
     (times, durations, absolute paths) is dropped, and a notebook whose sources and checked
     outputs (those nbval compares) did not change is left as it was, so nothing changed gives
-    no diff: only cells tagged ``nbval-ignore-output`` (timings, progress bars) would differ."""
+    no diff: only cells tagged ``nbval-ignore-output`` (timings, progress bars) would differ.
+    ``force`` writes every notebook anyway: after a source edit made in the file itself, whose
+    ignored outputs would otherwise stay those of the old source."""
     import tempfile
 
     import papermill
@@ -572,7 +574,7 @@ def refresh_notebooks(series=SERIES, log=print) -> None:
                                        extra_arguments=KERNEL_ARGS,
                                        stdout_file=_ProgressLines(name, log))
             new = stable_notebook(executed.read_text())
-        if _checked_view(new) == _checked_view(path.read_text()):
+        if not force and _checked_view(new) == _checked_view(path.read_text()):
             log(f"{name}: no checked output changed; left as it was")
         else:
             write_bytes_atomic(path, new.encode())
@@ -712,7 +714,13 @@ def add_run_commands(commands) -> None:
     refresh = commands.add_parser(  # the maintainer's (make notebooks): hidden from --help
         "refresh-notebooks", description="Re-execute notebooks/ in place after an intended "
         "change, without times, durations or absolute paths in their metadata.")
-    refresh.set_defaults(handler=lambda args: refresh_notebooks() or 0)
+    refresh.add_argument("--force", action="store_true",
+                         help="rewrite every notebook, even one whose checked outputs did not "
+                              "change (after editing a cell's source in the file itself)")
+    refresh.add_argument("notebooks", nargs="*", choices=[[], *SERIES], metavar="NOTEBOOK",
+                         help="which notebooks (default: the whole series)")
+    refresh.set_defaults(handler=lambda args: refresh_notebooks(
+        tuple(args.notebooks) or SERIES, force=args.force) or 0)
 
 
 def _add_mode(parser) -> None:

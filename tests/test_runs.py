@@ -354,3 +354,29 @@ def test_refresh_keeps_a_notebook_whose_checked_outputs_did_not_change():
     with_figure["cells"][0]["outputs"].append({"output_type": "display_data",
                                                "data": {"image/png": "iVBOR"}})
     assert _checked_view(json.dumps(with_figure)) != _checked_view(notebook("1,000 events/s", "3 notes"))
+
+
+def test_refresh_force_rewrites_stale_ignored_outputs(tmp_path, monkeypatch):
+    """A source edited in the file keeps the old source's ignored outputs unless forced."""
+    import nbformat
+    import papermill
+
+    def notebook(printed: str) -> str:
+        nb = nbformat.v4.new_notebook()
+        cell = nbformat.v4.new_code_cell("print(summary)")
+        cell.metadata["tags"] = ["nbval-ignore-output"]
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=printed)]
+        nb.cells = [cell]
+        return nbformat.writes(nb)
+
+    def execute(source, output, **_):  # what a real execution would print now
+        Path(output).write_text(notebook("{'new_key': 8}\n"))
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    monkeypatch.setattr(runs, "NOTEBOOK_DIR", tmp_path)
+    path = tmp_path / "05_evaluate.ipynb"
+    path.write_text(notebook("{'old_key': 8}\n"))
+    runs.refresh_notebooks(("05_evaluate",), log=lambda *a: None)
+    assert "old_key" in path.read_text()  # unchanged as far as nbval can tell: left alone
+    runs.refresh_notebooks(("05_evaluate",), log=lambda *a: None, force=True)
+    assert "new_key" in path.read_text() and "old_key" not in path.read_text()
