@@ -65,7 +65,8 @@ from midilstm.train import TrainConfig, train  # noqa: E402
 FACTORS = ("one_hot float32", "one_hot bfloat16", "embedding float32",
            "embedding bfloat16 (defaults)", "defaults, batch 64", "defaults, batch 256")
 PARTS = ("reading", "training", "memory")  # and "long", only when asked for
-LESSON = {"hidden_size": 128, "num_layers": 1}  # TrainConfig()'s model: the lesson's network
+LESSON = {"hidden_size": 128, "num_layers": 1,  # the lesson's network (ModelConfig now also
+          "sounding_input": False, "key_input": False}  # tells the sounding pitches and key)
 
 
 def timed(func):

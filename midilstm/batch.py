@@ -374,7 +374,9 @@ def add_batch_commands(commands) -> None:
     generate.add_argument("--n", type=int, default=4, help="how many variations")
     generate.add_argument("--events", type=int, default=500, help="events per variation")
     generate.add_argument("--temperature", type=float, default=1.0)
-    generate.add_argument("--top-p", type=float, default=0.95)
+    generate.add_argument("--top-p", type=float, default=0.9,
+                          help="sample among the classes holding this much probability "
+                               "(default 0.9, as notebook 04)")
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--bpm", type=float, default=120.0)
     generate.add_argument("--piano-roll", type=Path, help="also draw the first 3 as a PNG")

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .checks import is_int, is_number
-from .constants import N_VELOCITIES, PITCH_HIGH, PITCH_LOW
+from .constants import MAX_POLYPHONY, N_VELOCITIES, PITCH_HIGH, PITCH_LOW
 from .errors import CodecError
 from .events import EVENT_DTYPE, onset_times_s, texture_limits
 from .files import write_json_atomic
@@ -245,8 +245,8 @@ def check_codec_fields(values: dict, where: str = "codec") -> None:
     if longest is not None and (not is_number(longest, finite=True) or longest < 0):
         bad("longest_note_s", "must be null or a finite number >= 0")
     most = values["max_polyphony"]
-    if most is not None and (not is_int(most) or not 0 <= most <= 128):
-        bad("max_polyphony", "must be null or an integer in 0..128")
+    if most is not None and (not is_int(most) or not 0 <= most <= MAX_POLYPHONY):
+        bad("max_polyphony", f"must be null or an integer in 0..{MAX_POLYPHONY}")
     edges = _numbers(values, "time_edges_s", (0, n_bins + 1), where,
                      f"n_time_bins {n_bins} needs {n_bins + 1} (or none before fitting)")
     centers = _numbers(values, "time_centers_s", (max(len(edges) - 1, 0),), where,

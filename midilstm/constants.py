@@ -30,3 +30,9 @@ MAX_LAYERS = 8
 MAX_EMBEDDING = 1024
 MAX_CLASSES = 4096
 INPUT_MODES = ("one_hot", "embedding")
+
+# Bounds of generation's texture limits (SamplingConfig, the parameter table, the codec).
+MAX_NOTE_S = 3600.0  # the longest note limit one may set, in seconds
+MAX_POLYPHONY = 128  # one note per MIDI key at the most
+# Saved before the codec measured its training music: the old fixed rule, no polyphony limit.
+FALLBACK_MAX_NOTE_S = 5.0

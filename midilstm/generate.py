@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from . import step
 from .checks import is_int, is_number
 from .codec import HEADS, EventCodec
+from .constants import FALLBACK_MAX_NOTE_S, MAX_NOTE_S, MAX_POLYPHONY
 from .errors import ParameterError
 from .events import drop_orphan_offs, end_all_notes, make_events
 from .lstm_cell import layer_weights
@@ -71,21 +72,23 @@ class SamplingConfig:
                                  f"not {self.top_k!r}")
         if self.top_p is not None and not (is_number(self.top_p) and 0 < self.top_p <= 1):
             raise ParameterError("top_p", f"must be None (off) or in (0, 1], not {self.top_p!r}")
-        if self.max_note_s is not None and not (is_number(self.max_note_s)
-                                                and self.max_note_s >= 0):
+        if self.max_note_s is not None and not (is_number(self.max_note_s, finite=True)
+                                                and 0 <= self.max_note_s <= MAX_NOTE_S):
             raise ParameterError("max_note_s", "must be None (learned), 0 (off) or a number of "
-                                 f"seconds > 0, not {self.max_note_s!r}")
+                                 f"seconds in (0, {MAX_NOTE_S:g}], not {self.max_note_s!r}")
         if self.max_polyphony is not None and not (is_int(self.max_polyphony)
-                                                   and self.max_polyphony >= 0):
+                                                   and 0 <= self.max_polyphony <= MAX_POLYPHONY):
             raise ParameterError("max_polyphony", "must be None (learned), 0 (off) or a whole "
-                                 f"number >= 1, not {self.max_polyphony!r}")
+                                 f"number in 1..{MAX_POLYPHONY}, not {self.max_polyphony!r}")
 
     def with_limits(self, codec: EventCodec) -> "SamplingConfig":
         """This config with its learned limits (None) taken from the codec's training music.
-        A codec saved before it measured them leaves them off (0)."""
-        learned = {"max_note_s": codec.longest_note_s, "max_polyphony": codec.max_polyphony}
+        A codec saved before it measured them keeps the old rule: notes end after 5 s, no
+        polyphony limit."""
+        learned = {"max_note_s": FALLBACK_MAX_NOTE_S if codec.longest_note_s is None
+                   else codec.longest_note_s, "max_polyphony": codec.max_polyphony or 0}
         return replace(self, **{name: getattr(self, name) if getattr(self, name) is not None
-                                else (value or 0) for name, value in learned.items()})
+                                else value for name, value in learned.items()})
 
     def temperature_of(self, head: str) -> float:
         value = getattr(self, f"temperature_{head}")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from .checks import is_int, is_number
 from .constants import (DEVICE_PATTERN, INPUT_MODES, MAX_BPM, MAX_HIDDEN, MAX_LAYERS,
-                        MIN_BPM)
+                        MAX_NOTE_S, MAX_POLYPHONY, MIN_BPM)
 from .errors import ParameterError
 
 SERIES = ("01_parse", "02_encode", "03_train", "04_generate", "05_evaluate")
@@ -136,10 +136,10 @@ PARAMETERS: dict[str, Spec] = {
     "top_p": Spec("float", (P04,), "sample among the classes holding this much probability",
                   low=0, high=1, open_low=True, optional=True),
     "max_note_s": Spec("float", (P04,), "end notes held longer than this many seconds "
-                       "(None: the training music's longest note; 0: off)", low=0, high=3600,
+                       "(None: the training music's longest note; 0: off)", low=0, high=MAX_NOTE_S,
                        optional=True),
     "max_polyphony": Spec("int", (P04,), "start no note while this many sound (None: the most "
-                          "the training music holds at once; 0: off)", low=0, high=128,
+                          "the training music holds at once; 0: off)", low=0, high=MAX_POLYPHONY,
                           optional=True),
     "bpm": Spec("float", (P04,), "tempo written into the MIDI files", low=MIN_BPM, high=MAX_BPM),
     "program": Spec("int", (P04,), "General MIDI instrument of the written files", low=0, high=127),

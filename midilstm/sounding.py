@@ -6,7 +6,7 @@ down. The LSTM does that well for the few notes the music holds at once, but ove
 improvisation one missed note-off is never noticed: notes pile up into a wash of held keys and
 the network, now far from any state it was trained in, no longer ends them (``05_evaluate``
 measures it). So the network is also *told* which pitches sound, as one more input: a 0/1
-vector over the pitch classes after each event. It is a function of the events before it, so it
+vector over the pitches (the codec's 89 pitch codes) after each event. It is a function of the events before it, so it
 adds no information a perfect memory would not have, and nothing the validation could leak.
 
 The same holds for the key. With transposed training sequences the network must tell the key
@@ -42,7 +42,7 @@ class Held(NamedTuple):
 
 def sounding_flags(codes: torch.Tensor, n_pitches: int,
                    before: torch.Tensor | None = None) -> torch.Tensor:
-    """(batch, time, 3) codes -> (batch, time, n_pitches) bools: the pitch classes sounding
+    """(batch, time, 3) codes -> (batch, time, n_pitches) bools: the pitches (codes) sounding
     after each event. A note-on (velocity class > 0) makes its pitch sound, a note-off silences
     it; ``before`` (batch, n_pitches) holds those sounding before the first event (None: none).
     One step per event, for all sequences at once (faster here than a vectorised scan)."""

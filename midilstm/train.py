@@ -48,8 +48,8 @@ from .sounding import Held, held_before
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 200  # upper bound; early stopping usually ends far sooner
-    seq_len: int = 64  # steps per training sequence, all with a loss; long enough to learn
-    #                    which notes are still sounding (shorter: generated notes pile up)
+    seq_len: int = 64  # steps per training sequence, all with a loss (with the lesson's
+    #                    inputs, shorter ones cannot learn which notes still sound)
     batch_size: int = 16  # sequences per optimiser step
     lr: float = 1e-2  # Adam learning rate (high, made safe by grad_clip)
     patience: int = 20  # epochs without validation improvement before stopping

@@ -561,7 +561,8 @@ def test_the_texture_limits_are_learned_switched_off_or_set():
     old = EventCodec.from_dict({k: v for k, v in CODEC.to_dict().items()
                                 if k not in ("longest_note_s", "max_polyphony")})
     assert (old.longest_note_s, old.max_polyphony) == (None, None)
-    assert default.with_limits(old).max_note_s == 0 and default.with_limits(old).max_polyphony == 0
+    # a codec from before the limits keeps the old rule: 5 s, no polyphony limit
+    assert default.with_limits(old).max_note_s == 5.0 and default.with_limits(old).max_polyphony == 0
     improviser = Improviser(MODEL, CODEC)
     assert improviser.sampling == learned  # the improviser resolves them itself
     with pytest.raises(ValueError, match="with_limits"):

@@ -636,9 +636,9 @@ def test_an_old_checkpoint_without_the_fields_loads_as_the_lesson_model(tmp_path
     with torch.no_grad():
         for a, b in zip(loaded.model(codes)[0], model(codes)[0]):
             torch.testing.assert_close(a, b)
-    # it generates, its limits off (the codec never measured its music)
+    # it generates with the old rule (the codec never measured its music): 5 s, no polyphony limit
     improviser = Improviser(loaded.model, loaded.codec)
-    assert (improviser.sampling.max_note_s, improviser.sampling.max_polyphony) == (0, 0)
+    assert (improviser.sampling.max_note_s, improviser.sampling.max_polyphony) == (5.0, 0)
     out = generate(loaded.model, loaded.codec, EVENTS[:10], n_events=30, seed=1)[0]
     assert walk_notes(out)[:2] == (0, 0)
 
