@@ -29,7 +29,8 @@ import torch
 import midilstm
 from midilstm.codec import EventCodec
 from midilstm.data import split_pieces
-from midilstm.generate import Improviser, SamplingConfig
+from midilstm.generate import Improviser
+from midilstm.sampling import SamplingConfig
 from midilstm.model import ModelConfig
 from midilstm.music import default_piece
 from midilstm.sounding import held_before

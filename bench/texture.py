@@ -71,7 +71,8 @@ from midilstm.data import split_pieces  # noqa: E402
 from midilstm.events import NOTE_DTYPE  # noqa: E402
 from midilstm.features import compare_with_ceiling, excerpts  # noqa: E402
 from midilstm.files import write_json_atomic  # noqa: E402
-from midilstm.generate import SamplingConfig, generate  # noqa: E402
+from midilstm.generate import generate  # noqa: E402
+from midilstm.sampling import SamplingConfig  # noqa: E402
 from midilstm.model import ModelConfig  # noqa: E402
 from midilstm.parse import read_midi  # noqa: E402
 from midilstm.train import TrainConfig, train  # noqa: E402

@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     add_run_commands(commands)
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in BATCH_COMMANDS + ("-h", "--help"):
-        from .batch import add_batch_commands  # imports torch (a second): only when needed
+        from .batch_cli import add_batch_commands  # imports torch (a second): only when needed
 
         add_batch_commands(commands)
     args = parser.parse_args(argv)

@@ -11,8 +11,9 @@ import torch.multiprocessing as mp
 
 from conftest import off, on, tempo, write_midi_file
 from midilstm.baselines import baseline_table
-from midilstm.batch import (CorpusTrainConfig, held_out_report, held_out_split, main,
+from midilstm.batch import (CorpusTrainConfig, held_out_report, held_out_split,
                             native_bfloat16, sample_windows, train_corpus)
+from midilstm.batch_cli import main
 from midilstm.checkpoint import load_checkpoint
 from midilstm.corpus import load_corpus, read_corpus, split_names
 from midilstm.errors import ParameterError

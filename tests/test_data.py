@@ -177,7 +177,8 @@ def test_tiny_pieces_go_through_the_whole_series(n_events, capsys):
     import torch
     from midilstm import baselines, metrics
     from midilstm.codec import EventCodec
-    from midilstm.generate import SamplingConfig, generate
+    from midilstm.generate import generate
+    from midilstm.sampling import SamplingConfig
     from midilstm.model import ModelConfig
     from midilstm.train import TrainConfig, evaluate, train
 

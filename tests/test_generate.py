@@ -13,7 +13,8 @@ from helpers_model import (PATTERN, fitted_codec, pattern_events, random_walk_ev
 from helpers_model import one_thread  # noqa: F401  (autouse: one torch thread)
 from midilstm.events import make_events
 from midilstm.export import events_to_midi
-from midilstm.generate import BLAS_STREAMS, Improviser, SamplingConfig, generate
+from midilstm.generate import BLAS_STREAMS, Improviser, generate
+from midilstm.sampling import SamplingConfig
 from midilstm.train import TrainConfig, train
 
 EVENTS = random_walk_events(200, seed=1)
@@ -351,8 +352,9 @@ from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from midilstm import generate as generate_module  # noqa: E402
+from midilstm import sampling as sampling_module  # noqa: E402
 from midilstm.codec import HEADS, EventCodec  # noqa: E402
-from midilstm.generate import reference_distribution, reference_step  # noqa: E402
+from midilstm.sampling import reference_distribution, reference_step  # noqa: E402
 
 
 @functools.lru_cache(maxsize=None)
@@ -378,7 +380,7 @@ def fast_step(case):
 
 def reference_given(case, velocity, pitch):
     """The reference's three distributions, given the velocity and pitch the fast path drew."""
-    g, sampling, playing = generate_module, case["sampling"], case["sounding_since"]
+    g, sampling, playing = sampling_module, case["sampling"], case["sounding_since"]
     lp_pitch, lp_velocity, lp_time = case["logits"]
 
     def dist(head, scores, allowed):
@@ -502,7 +504,7 @@ def test_the_seeded_cases_agree_with_the_correct_reference():
 @pytest.mark.parametrize("broken", sorted(BROKEN_REFERENCES))
 def test_a_broken_reference_fails_the_comparison(monkeypatch, broken):
     name, function = BROKEN_REFERENCES[broken]
-    monkeypatch.setattr(generate_module, name, function)
+    monkeypatch.setattr(sampling_module, name, function)
     outcomes = agreement(random_cases(300))
     assert not all(outcomes)
 

@@ -14,7 +14,8 @@ from helpers_model import one_thread  # noqa: F401  (autouse: one torch thread)
 from midilstm.checkpoint import Checkpoint, load_checkpoint
 from midilstm.data import training_sequences, transpose
 from midilstm.events import NOTE_DTYPE, make_events, notes_to_events, texture_limits
-from midilstm.generate import BLAS_STREAMS, Improviser, SamplingConfig, generate
+from midilstm.generate import BLAS_STREAMS, Improviser, generate
+from midilstm.sampling import SamplingConfig
 from midilstm.sounding import (KEY_DECAY, N_PITCH_CLASSES, Held, held_before, key_profiles,
                                key_shares, sounding_flags)
 from midilstm.train import evaluate

@@ -1,0 +1,162 @@
+"""Sampling: the controls (``SamplingConfig``) and the recipe of one step, written plainly.
+
+Controls: temperature (overall or per head), top-k, top-p, and note hygiene: a note-off is only
+sampled for a sounding pitch, a sounding pitch is ended before it is struck again. Two limits
+keep the texture within what the training music does, with numbers learned from it (the codec
+holds them): a note held longer than its longest note (``max_note_s``) is ended, and no note
+starts while as many sound as it ever held at once (``max_polyphony``). Each step samples the
+velocity head first (note on or off?), then the pitch among the pitches that allows, then the
+time.
+
+``reference_step`` is that recipe in numpy, one stream, one head at a time: the one to read
+(notebook 04 teaches with it). ``midilstm.step.sample_step`` runs the same recipe compiled, for
+every stream at once; a test checks that both give exactly the same distributions.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from .checks import is_int, is_number
+from .codec import HEADS, EventCodec
+from .constants import FALLBACK_MAX_NOTE_S, MAX_NOTE_S, MAX_POLYPHONY
+from .errors import ParameterError
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    temperature: float = 1.0  # < 1: safer and more repetitive, > 1: more adventurous
+    temperature_pitch: float | None = None  # per-head overrides of ``temperature``
+    temperature_velocity: float | None = None
+    temperature_time: float | None = None
+    top_k: int | None = None  # keep only the k most likely classes of each head
+    top_p: float | None = None  # keep the smallest set of classes with this much probability
+    # Texture limits: None learns them from the training music (the codec's longest note and
+    # most notes at once), 0 switches them off, a number sets them.
+    max_note_s: float | None = None  # end notes held longer than this many seconds
+    max_polyphony: int | None = None  # start no note while this many sound
+
+    def __post_init__(self):
+        for name in ("temperature",) + tuple(f"temperature_{h}" for h in HEADS):
+            value = getattr(self, name)
+            if value is None and name != "temperature":
+                continue
+            if not is_number(value, finite=True):
+                raise ParameterError(name, f"must be a number > 0, not {value!r}")
+            if value <= 0:
+                raise ParameterError(name, f"must be > 0, got {value}; for always the most "
+                                     "likely class use top_k=1 (temperature 1e-3 is nearly that)")
+        if self.top_k is not None and (not is_int(self.top_k) or self.top_k < 1):
+            raise ParameterError("top_k", "must be None (off) or a whole number >= 1, "
+                                 f"not {self.top_k!r}")
+        if self.top_p is not None and not (is_number(self.top_p) and 0 < self.top_p <= 1):
+            raise ParameterError("top_p", f"must be None (off) or in (0, 1], not {self.top_p!r}")
+        if self.max_note_s is not None and not (is_number(self.max_note_s, finite=True)
+                                                and 0 <= self.max_note_s <= MAX_NOTE_S):
+            raise ParameterError("max_note_s", "must be None (learned), 0 (off) or a number of "
+                                 f"seconds in (0, {MAX_NOTE_S:g}], not {self.max_note_s!r}")
+        if self.max_polyphony is not None and not (is_int(self.max_polyphony)
+                                                   and 0 <= self.max_polyphony <= MAX_POLYPHONY):
+            raise ParameterError("max_polyphony", "must be None (learned), 0 (off) or a whole "
+                                 f"number in 1..{MAX_POLYPHONY}, not {self.max_polyphony!r}")
+
+    def with_limits(self, codec: EventCodec) -> "SamplingConfig":
+        """This config with its learned limits (None) taken from the codec's training music.
+        A codec saved before it measured them keeps the old rule: notes end after 5 s, no
+        polyphony limit."""
+        learned = {"max_note_s": FALLBACK_MAX_NOTE_S if codec.longest_note_s is None
+                   else codec.longest_note_s, "max_polyphony": codec.max_polyphony or 0}
+        return replace(self, **{name: getattr(self, name) if getattr(self, name) is not None
+                                else value for name, value in learned.items()})
+
+    def temperature_of(self, head: str) -> float:
+        value = getattr(self, f"temperature_{head}")
+        return self.temperature if value is None else value
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- the sampling recipe, written plainly (the fast path is midilstm.step.sample_step) ----------
+def allowed_velocities(sounding_since: np.ndarray, n_velocities: int,
+                       max_polyphony: int = 0) -> np.ndarray:
+    """A note-off (velocity class 0) only while some note sounds; a note-on (any other class)
+    only while fewer than ``max_polyphony`` sound (0: no limit)."""
+    sounding = int((~np.isnan(sounding_since)).sum())
+    allowed = np.full(n_velocities, not 0 < max_polyphony <= sounding)
+    allowed[0] = sounding > 0
+    return allowed
+
+
+def allowed_pitches(sounding_since: np.ndarray, velocity: int) -> np.ndarray:
+    """An off ends a sounding pitch, an on starts a silent one (any pitch if none is silent)."""
+    sounding = ~np.isnan(sounding_since)
+    allowed = sounding if velocity == 0 else ~sounding
+    return allowed if allowed.any() else np.ones_like(allowed)
+
+
+def allowed_times(sounding_since: np.ndarray, now_s: float, velocity: int, pitch: int,
+                  n_times: int) -> np.ndarray:
+    """No note ends in the instant it started: time class 0 ("at once") is not allowed then."""
+    allowed = np.ones(n_times, bool)
+    if velocity == 0 and sounding_since[pitch] == now_s:
+        allowed[0] = False
+    return allowed
+
+
+def reference_distribution(log_probs: np.ndarray, allowed: np.ndarray, temperature: float = 1.0,
+                           top_k: int | None = None, top_p: float | None = None) -> np.ndarray:
+    """One head's sampling distribution: the masked classes get probability 0, then
+    temperature, top-k (ties with the k-th kept), softmax, top-p (the smallest set of the most
+    likely classes holding ``top_p``), renormalised. Takes logits or log-probabilities alike."""
+    scores = np.where(allowed, np.asarray(log_probs, np.float64) / temperature, -np.inf)
+    if top_k and top_k < len(scores):
+        scores[scores < np.sort(scores)[-top_k]] = -np.inf
+    p = np.exp(scores - scores.max())
+    p /= p.sum()
+    if top_p is not None and top_p < 1:
+        order = np.argsort(-p, kind="mergesort")  # most likely first; ties keep class order
+        before = np.concatenate([[0.0], np.cumsum(p[order])[:-1]])  # mass ranked above
+        p[order[before >= top_p]] = 0.0
+        p /= p.sum()
+    return p
+
+
+def reference_draw(p: np.ndarray, u: float) -> int:
+    """Inverse CDF: the first class whose cumulative probability exceeds ``u`` in [0, 1)."""
+    return int(min(np.searchsorted(np.cumsum(p), u * p.sum(), side="right"),
+                   np.flatnonzero(p)[-1]))
+
+
+def reference_step(log_probs: list, sounding_since: np.ndarray, now_s: float,
+                   sampling: "SamplingConfig", uniforms) -> tuple[np.ndarray, dict]:
+    """One event for one stream, the readable way: velocity first (on or off?), then a pitch
+    that choice allows, then the time; a note held longer than ``max_note_s`` overrides the
+    draw. ``sampling`` holds its limits as numbers (``SamplingConfig.with_limits``; 0: off).
+    ``log_probs``: the three heads' scores (e.g. ``improviser.log_probs`` row 0);
+    ``sounding_since``: onset of each sounding pitch, NaN if silent; ``now_s``: the stream's
+    clock; ``uniforms``: three numbers in [0, 1) for (pitch, velocity, time).
+    Returns ``(codes (3,), {head: distribution sampled from})``, as ``Improviser.step``."""
+    lp_pitch, lp_velocity, lp_time = log_probs
+
+    def distribution(head, scores, allowed):
+        return reference_distribution(scores, allowed, sampling.temperature_of(head),
+                                      sampling.top_k, sampling.top_p)
+
+    if sampling.max_note_s is None or sampling.max_polyphony is None:
+        raise ValueError("reference_step needs numbers for the limits: "
+                         "pass sampling.with_limits(codec)")
+    p_velocity = distribution("velocity", lp_velocity, allowed_velocities(
+        sounding_since, len(lp_velocity), sampling.max_polyphony))
+    velocity = reference_draw(p_velocity, uniforms[1])
+    p_pitch = distribution("pitch", lp_pitch, allowed_pitches(sounding_since, velocity))
+    pitch = reference_draw(p_pitch, uniforms[0])
+    p_time = distribution("time", lp_time,
+                          allowed_times(sounding_since, now_s, velocity, pitch, len(lp_time)))
+    time_class = reference_draw(p_time, uniforms[2])
+    held_too_long = np.flatnonzero(now_s - sounding_since > sampling.max_note_s)  # NaN: False
+    if sampling.max_note_s > 0 and len(held_too_long):  # ended at once, the lowest pitch first
+        pitch, velocity, time_class = held_too_long[0], 0, 0
+    return (np.array([pitch, velocity, time_class]),
+            {"pitch": p_pitch, "velocity": p_velocity, "time": p_time})
