@@ -1,9 +1,10 @@
 """Why improvisations slid into a wash of held notes: the note-off hazard, model against music.
 
 For the default piece, one model with the lesson's inputs and one that reads its sounding notes
-(``ModelConfig.sounding_input``; both without the key input) are trained with ``TrainConfig(seed=...)``; each improvises
-``--variations`` streams of ``--events`` events from the piece's first 30 (top-p 0.95, no
-texture limits, so that only the network decides when notes end). At every step, for every
+(``ModelConfig.sounding_input``; both without the key input) are trained with
+``TrainConfig(seed=...)``; each improvises ``--variations`` streams of ``--events`` events
+from the piece's first 30 (top-p 0.95, no texture limits, so that only the network decides
+when notes end). At every step, for every
 sounding note, we record the probability that sampling ends it (P(note-off) times P(its pitch |
 off), the distributions actually sampled from), its age in seconds and how many notes sound.
 The same is counted in the training music: at each event, for each sounding note, whether that

@@ -18,8 +18,9 @@ that differ only in sampling are trained once per seed and sampled under each co
   ``SamplingConfig(top_p=0.9)``); ``the new default at top-p 0.95``: the same at 0.95;
 * ``longer context (seq 256), fixed 5 s``: lesson inputs trained on 256-event sequences.
 
-All but the old default sample with top-p 0.9, 4 variations of 600 events from a 30-event primer (the piece's
-first events; for a set, the first held-out piece's), generation seed = training seed.
+All but the old default sample with top-p 0.9, 4 variations of 600 events from a 30-event
+primer (the piece's first events; for a set, the first held-out piece's), generation seed =
+training seed.
 
 Every sample is written with ``midilstm.write_midi`` and read back with ``pretty_midi`` (an
 independent reader), which gives its texture: time-weighted mean polyphony (pretty_midi's

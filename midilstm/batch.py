@@ -124,8 +124,8 @@ def train_corpus(corpus: Corpus, config: CorpusTrainConfig = CorpusTrainConfig()
                  checkpoint_path=None, progress: bool = True, params: dict | None = None):
     """Train on ``corpus``; returns the best-validation ``Checkpoint`` on rank 0 (``None`` on
     the other ranks). ``model_options`` are ``ModelConfig`` fields (hidden_size, num_layers,
-    dropout, input_mode, embedding_dim, sounding_input, key_input) that replace those of ``CORPUS_MODEL``; the codec is
-    fitted on the training pieces unless given."""
+    dropout, input_mode, embedding_dim, sounding_input, key_input) that replace those of
+    ``CORPUS_MODEL``; the codec is fitted on the training pieces unless given."""
     rank, world = _rank_and_world()
     device = _device(config.device)
     bf16 = config.precision == "bfloat16" or (config.precision == "auto"

@@ -194,8 +194,9 @@ def _report_command(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m midilstm.batch", description="Corpus-scale "
-                                     "reading, training, generation and reports, without notebooks.")
+    parser = argparse.ArgumentParser(
+        prog="python -m midilstm.batch",
+        description="Corpus-scale reading, training, generation and reports, without notebooks.")
     add_batch_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return args.handler(args)

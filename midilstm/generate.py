@@ -187,7 +187,8 @@ class Improviser:
         if not self.fed:
             raise RuntimeError("prime the improviser with at least one event first")
         step.sample_step(self.logits, self.sizes, self.inv_temperature, self.top_k, self.top_p,
-                         self.sampling.max_polyphony, self.sounding_since, self.now_s, uniforms, self._codes, self._probs)
+                         self.sampling.max_polyphony, self.sounding_since, self.now_s, uniforms,
+                         self._codes, self._probs)
         return self.feed(self._codes, end_held=True)
 
 

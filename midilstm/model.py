@@ -93,7 +93,7 @@ class NoteLSTM(nn.Module):
             self.sounding_embedding = nn.Linear(config.sizes[0], config.embedding_dim, bias=False)
             input_size += config.embedding_dim  # the sum of the sounding pitches' rows
         elif config.sounding_input:
-            input_size += config.sizes[0]  # one 0/1 input per pitch class
+            input_size += config.sizes[0]  # one 0/1 input per pitch
         if config.key_input:
             input_size += N_PITCH_CLASSES  # the shares of the pitch classes lately struck
         self.lstm = nn.LSTM(input_size, config.hidden_size, config.num_layers, batch_first=True,

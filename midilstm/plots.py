@@ -151,15 +151,15 @@ def piano_rolls(rolls: dict, max_seconds: float | None = None, share_pitch: bool
 
 
 def texture_over_time(series: dict, limit: int | None = None, step_s: float = 0.25):
-    """Notes sounding against time, one line per ``{label: events}``; ``limit`` (the learned
-    polyphony limit) as a dashed line. A wash of held notes is a line that keeps climbing."""
+    """Notes sounding against time, one line per ``{label: events}``; ``limit`` (the polyphony
+    limit sampling kept) as a dashed line. A wash of held notes is a line that keeps climbing."""
     fig, ax = plt.subplots(figsize=(12, 3))
     for label, events in series.items():
         times, counts = metrics.sounding_over_time(events, step_s)
         ax.step(times - (times[0] if len(times) else 0), counts, where="post", label=label,
                 lw=1)
     if limit:
-        ax.axhline(limit, color="grey", ls="--", lw=1, label=f"learned limit ({limit})")
+        ax.axhline(limit, color="grey", ls="--", lw=1, label=f"polyphony limit ({limit})")
     ax.set(xlabel="seconds", ylabel="notes sounding", title="texture over time")
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()

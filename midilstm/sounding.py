@@ -6,8 +6,9 @@ down. The LSTM does that well for the few notes the music holds at once, but ove
 improvisation one missed note-off is never noticed: notes pile up into a wash of held keys and
 the network, now far from any state it was trained in, no longer ends them (``05_evaluate``
 measures it). So the network is also *told* which pitches sound, as one more input: a 0/1
-vector over the pitches (the codec's 89 pitch codes) after each event. It is a function of the events before it, so it
-adds no information a perfect memory would not have, and nothing the validation could leak.
+vector over the pitches (the codec's 89 pitch codes) after each event. It is a function of the
+events before it, so it adds no information a perfect memory would not have, and nothing the
+validation could leak.
 
 The same holds for the key. With transposed training sequences the network must tell the key
 from the notes it has read, and over a long improvisation a few stray notes lead it to another:
