@@ -21,6 +21,7 @@ the key counts), so that a sequence read in chunks (or generation) goes on where
 from __future__ import annotations
 
 import contextlib
+import importlib
 import reprlib
 from dataclasses import asdict, dataclass
 
@@ -34,11 +35,23 @@ from .errors import ParameterError
 from .sounding import N_PITCH_CLASSES, Held, key_profiles, key_shares, sounding_flags
 
 
+# Each architecture's module and class, imported only when built.
+ARCHITECTURES = {"lstm": "midilstm.model:NoteLSTM"}
+
+
+def build(config: "ModelConfig") -> nn.Module:
+    """The network ``config`` describes, freshly initialised (under ``torch.device("meta")``:
+    shapes only, no memory)."""
+    module, name = ARCHITECTURES[config.arch].split(":")
+    return getattr(importlib.import_module(module), name)(config)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild the network (saved inside checkpoints)."""
 
     sizes: tuple[int, int, int]  # classes per head: pitch, velocity, time (from the codec)
+    arch: str = "lstm"  # which network (``ARCHITECTURES``); the fields below size it
     hidden_size: int = 128
     num_layers: int = 1
     dropout: float = 0.2
@@ -48,6 +61,9 @@ class ModelConfig:
     key_input: bool = True  # also read the key profile of the recent notes (False: the lesson's)
 
     def __post_init__(self):
+        if self.arch not in ARCHITECTURES:
+            raise ParameterError("arch", f"must be one of {', '.join(map(repr, ARCHITECTURES))}, "
+                                         f"not {reprlib.repr(self.arch)}")
         if self.input_mode not in INPUT_MODES:
             raise ParameterError("input_mode",
                                  f"must be 'one_hot' or 'embedding', not {self.input_mode!r}")
