@@ -28,7 +28,7 @@ import torch  # noqa: E402
 import midilstm.generate as generation  # noqa: E402
 from midilstm.codec import EventCodec  # noqa: E402
 from midilstm.data import split_pieces  # noqa: E402
-from midilstm.model import ModelConfig, NoteLSTM  # noqa: E402
+from midilstm.model import ModelConfig, build  # noqa: E402
 from midilstm.music import default_piece  # noqa: E402
 from midilstm.parse import read_midi  # noqa: E402
 from midilstm.train import TrainConfig, train  # noqa: E402
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
           f"{DEFAULT_THREADS}; {len(train_events)} training events, load avg "
           f"{os.getloadavg()[0]:.1f}", flush=True)
     torch.manual_seed(0)
-    model = NoteLSTM(ModelConfig(sizes=codec.sizes)).eval()  # untrained: speed is the same
+    model = build(ModelConfig(sizes=codec.sizes)).eval()  # untrained: speed is the same
     generation.warm_up()
     times, gen_times = {}, {}
     for load in ("idle", "loaded"):

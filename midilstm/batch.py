@@ -49,7 +49,7 @@ from .checks import check_int, check_positive
 from .corpus import Corpus, split_names
 from .data import _check_fraction, transpose
 from .errors import ParameterError
-from .model import ModelConfig, NoteLSTM, torch_threads
+from .model import ModelConfig, build, torch_threads
 from .sounding import N_PITCH_CLASSES, Held, held_before
 from .train import evaluate, optimiser_step, pick_device, sequence_loss
 
@@ -146,7 +146,7 @@ def train_corpus(corpus: Corpus, config: CorpusTrainConfig = CorpusTrainConfig()
         length = min(config.seq_len, longest - 1) + 1
         val_codes = [codec.encode(corpus.piece(i)) for i in val_idx] if rank == 0 else []
         torch.manual_seed(config.seed)  # the same initial weights on every rank
-        model = NoteLSTM(model_config).to(device)
+        model = build(model_config).to(device)
         torch.manual_seed(config.seed + rank)  # dropout: a different mask per rank
         stepper = model if world == 1 else torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)

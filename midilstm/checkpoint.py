@@ -18,24 +18,24 @@ import io
 import platform
 import reprlib
 import zipfile
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
 
 from .checks import is_int
 from .codec import EventCodec
+from .constants import INPUT_MODES
 from .errors import CheckpointError, CodecError, ParameterError
 from .files import write_bytes_atomic
-from .model import ModelConfig, NoteLSTM
-from .sounding import N_PITCH_CLASSES
+from .model import ModelConfig, build, expected_shapes
 
 FORMAT_VERSION = 1
 
 
 @dataclass
 class Checkpoint:
-    model: NoteLSTM
+    model: torch.nn.Module  # a ``midilstm.model.EventModel``: ``build(model_config)``
     codec: EventCodec
     train_config: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
@@ -84,7 +84,7 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> Checkpoint:
     for key, tensor in state.items():
         if not torch.isfinite(tensor).all():
             raise CheckpointError(path, f"model_state.{key} holds NaN or infinite values")
-    model = NoteLSTM(config)  # sizes now match the file's tensors: bounded by the file
+    model = build(config)  # sizes now match the file's tensors: bounded by the file
     model.load_state_dict(state)
     model.to(device).eval()
     meta = {name: _in_memory(path, payload.get(name, default))
@@ -179,57 +179,67 @@ def _model_config(path, raw: dict) -> ModelConfig:
         raise CheckpointError(path, f"model_config.{err.name} {err.reason}") from None
 
 
-def expected_state_shapes(config: ModelConfig) -> dict:
-    """The shape of every entry of ``NoteLSTM(config).state_dict()``, worked out from the config
-    alone (nothing is built), each dimension with the config field that sets it:
-    ``{key: ((size, "what sets it"), ...)}``."""
-    hidden = (config.hidden_size, f"model_config.hidden_size {config.hidden_size}")
-    gates = (4 * config.hidden_size, hidden[1])
-    classes = (sum(config.sizes), f"the codec's sizes {config.sizes}")
-    shapes = {}
-    if config.input_mode == "embedding":
-        width = (config.embedding_dim, f"model_config.embedding_dim {config.embedding_dim}")
-        for i, n in enumerate(config.sizes):
-            shapes[f"embeddings.{i}.weight"] = ((n, classes[1]), width)
-        inputs = (3 * width[0], width[1])
-    else:
-        inputs = classes
-    if config.sounding_input and config.input_mode == "embedding":
-        shapes["sounding_embedding.weight"] = (width, (config.sizes[0], classes[1]))
-        inputs = (inputs[0] + width[0], f"{inputs[1]} with sounding_input")
-    elif config.sounding_input:
-        inputs = (inputs[0] + config.sizes[0], f"{inputs[1]} with sounding_input")
-    if config.key_input:
-        inputs = (inputs[0] + N_PITCH_CLASSES, f"{inputs[1]} with key_input")
-    for layer in range(config.num_layers):
-        shapes[f"lstm.weight_ih_l{layer}"] = (gates, inputs if layer == 0 else hidden)
-        shapes[f"lstm.weight_hh_l{layer}"] = (gates, hidden)
-        shapes[f"lstm.bias_ih_l{layer}"] = (gates,)
-        shapes[f"lstm.bias_hh_l{layer}"] = (gates,)
-    shapes["head.weight"] = (classes, hidden)
-    shapes["head.bias"] = (classes,)
-    return shapes
-
-
 def _check_shapes(path, config: ModelConfig, shapes: dict):
-    """Every expected weight is there with its shape, and nothing else is."""
-    expected = expected_state_shapes(config)
-    for key, dims in expected.items():
+    """Every weight the config's network has is there with its shape, and nothing else is."""
+    expected = expected_shapes(config)
+    for key, want in expected.items():
         if key not in shapes:
-            raise CheckpointError(path, f"model_state.{key} is missing (model_config: "
-                                        f"num_layers {config.num_layers}, input_mode "
-                                        f"{config.input_mode})")
-        want = tuple(n for n, _ in dims)
+            raise CheckpointError(path, f"model_state.{key} is missing ({_sizing(config)})")
         if shapes[key] != want:
-            culprits = ([why for (n, why), got in zip(dims, shapes[key]) if n != got]
-                        if len(shapes[key]) == len(dims) else [why for _, why in dims])
             raise CheckpointError(path, f"model_state.{key} has shape {shapes[key]}, but "
-                                        f"{' and '.join(dict.fromkeys(culprits))} call for {want}")
+                                        f"{_what_sizes(config, key, shapes[key])} call for {want}")
     for key in shapes:
         if key not in expected:
             raise CheckpointError(path, f"model_state.{key} is not a weight of this model "
-                                        f"(model_config: num_layers {config.num_layers}, "
-                                        f"input_mode {config.input_mode})")
+                                        f"({_sizing(config)})")
+
+
+def _what_sizes(config: ModelConfig, key: str, got: tuple) -> str:
+    """The config fields that set the dimensions of weight ``key`` that differ from ``got``:
+    those whose change, built again on the meta device, changes them."""
+    want = expected_shapes(config)[key]
+    wrong = ([d for d, (n, g) in enumerate(zip(want, got)) if n != g] if len(want) == len(got)
+             else range(len(want)))
+    culprits = [name for name, changed in _variants(config)
+                if _differs(expected_shapes(changed).get(key), want, wrong)]
+    fields_ = [f"{name} {getattr(config, name)}" for name in culprits if name != "sizes"]
+    said = ([f"the codec's sizes {config.sizes}"] if "sizes" in culprits else []) + (
+        [f"model_config.{fields_[0]}"] if len(fields_) == 1
+        else [f"model_config ({', '.join(fields_)})"] if fields_ else [])
+    return " and ".join(said) or _sizing(config)
+
+
+def _differs(shape, want, dims) -> bool:
+    """Whether a weight is there (a field that removes it does not size it) and differs."""
+    return shape is not None and (len(shape) != len(want) or any(shape[d] != want[d]
+                                                                 for d in dims))
+
+
+def _variants(config: ModelConfig):
+    """``(field, config with that field changed)`` for each field that may size a weight."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.name == "sizes":
+            options = [tuple(n + 1 for n in value)]
+        elif isinstance(value, bool):
+            options = [not value]
+        elif isinstance(value, int):
+            options = [value + 1, value - 1]
+        elif f.name == "input_mode":
+            options = [m for m in INPUT_MODES if m != value]
+        else:
+            continue
+        for option in options:
+            try:
+                yield f.name, replace(config, **{f.name: option})
+                break
+            except ParameterError:  # out of bounds: try the next
+                continue
+
+
+def _sizing(config: ModelConfig) -> str:
+    return "model_config " + ", ".join(f"{k} {v}" for k, v in config.to_dict().items()
+                                       if k != "dropout")
 
 
 def _in_memory(path, value):

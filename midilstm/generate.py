@@ -1,15 +1,13 @@
-"""Improvisation: sample new events one step at a time, carrying the LSTM state.
+"""Improvisation: sample new events one step at a time, carrying the network's state.
 
-The lesson re-ran the whole 30-event window for every new note. An LSTM's state already
-summarises everything it has seen, so here each new event costs one step: look up the
-event's input projection (three table rows, see ``NoteLSTM.input_tables``), update the state,
-read the three heads, sample. The step runs on weights copied out of the model once (a test
-checks it against the torch model): for many streams as numpy matrix products, for a few as
-loops compiled by numba, like the sampler, whose hundreds of tiny operations would otherwise
-cost far more in Python call overhead than in arithmetic (``midilstm.step``).
+The lesson re-ran the whole 30-event window for every new note. The network's state already
+summarises everything it has seen, so here each new event costs one incremental step of the
+network (``model.stepper``: for the LSTM, its weights copied out once and stepped as compiled
+loops or matrix products, ``midilstm.lstm_step``), then one sampling step (``midilstm.sampling``:
+``SamplingConfig`` and the recipe, readable and compiled), then the bookkeeping of the notes each
+stream sounds (``midilstm.sounding.track_notes``).
 
-What is sampled, and how, is ``midilstm.sampling`` (``SamplingConfig``, the readable recipe);
-here: several variations in one batch, a seed, and ``warm_up()``, which compiles the fast path
+Here: several variations in one batch, a seed, and ``warm_up()``, which compiles the fast path
 with a visible message.
 """
 from __future__ import annotations
@@ -18,40 +16,36 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
-from . import step
 from .codec import HEADS, EventCodec
 from .events import drop_orphan_offs, end_all_notes, make_events
-from .lstm_cell import layer_weights
-from .model import ModelConfig, NoteLSTM, torch_threads
-from .sampling import SamplingConfig
-from .sounding import KEY_DECAY, N_PITCH_CLASSES, key_shares
-
-
-BLAS_STREAMS = 8  # from this many variations on, numpy's matrix products beat compiled loops
+from .model import ModelConfig, build
+from .lstm_step import BLAS_STREAMS
+from .sampling import SamplingConfig, sample_step
+from .sounding import KEY_DECAY, N_PITCH_CLASSES, track_notes
 
 
 class Improviser:
     """Generates ``n_variations`` streams at once from one model and codec.
 
     >>> imp = Improviser(model, codec, SamplingConfig(temperature=0.9), seed=0, n_variations=4)
-    >>> imp.prime(primer_events)        # feed the primer, building up the LSTM state
+    >>> imp.prime(primer_events)        # feed the primer, building up the network's state
     >>> codes, probs = imp.step()       # one new event per stream, and the distributions sampled
     >>> imp.considered                  # what the model considered for it: before temperature,
     ...                                 # top-k/p and the hygiene masks
     """
 
-    def __init__(self, model: NoteLSTM, codec: EventCodec, sampling: SamplingConfig = SamplingConfig(),
+    def __init__(self, model, codec: EventCodec, sampling: SamplingConfig = SamplingConfig(),
                  seed: int = 0, n_variations: int = 1):
-        sampling = sampling.with_limits(codec)  # the learned limits, as numbers (0: off)
-        self.codec, self.sampling, self.n = codec, sampling, n_variations
+        if tuple(model.config.sizes) != tuple(codec.sizes):  # else the steps index past arrays
+            raise ValueError(f"the model predicts {tuple(model.config.sizes)} classes per head "
+                             f"but the codec encodes {tuple(codec.sizes)}: not a pair")
+        self.sampling = sampling.with_limits(codec)  # the learned limits, as numbers (0: off)
+        self.knobs = self.sampling.knobs()
+        self.codec, self.n = codec, n_variations
         self.rng = np.random.default_rng(seed)
-        self._copy_weights(model)
-        layers, hidden = model.config.num_layers, model.config.hidden_size
-        self.h = np.zeros((layers, n_variations, hidden), np.float32)
-        self.c = np.zeros_like(self.h)
+        self.stepper = model.stepper(n_variations)
         self.logits = np.zeros((n_variations, sum(codec.sizes)), np.float32)
         self.fed = False
         self.now_s = np.zeros(n_variations)  # time of the last event, per stream
@@ -60,43 +54,10 @@ class Improviser:
         self.time_centers = np.concatenate([[0.0], codec.time_centers_s])
         self.sizes = np.array(codec.sizes, np.int64)
         self.splits = np.cumsum(codec.sizes)[:-1]
-        self.inv_temperature = np.array([1 / max(sampling.temperature_of(h), 1e-6) for h in HEADS])
-        self.top_k = sampling.top_k or 0  # 0: off
-        self.top_p = 1.0 if sampling.top_p is None else float(sampling.top_p)  # 1: off
-        self.max_note_s = float(sampling.max_note_s) or np.inf  # off: no note is too long
         self._codes = np.zeros((n_variations, 3), np.int64)
         self._probs = np.zeros((n_variations, sum(codec.sizes)))
         self._considered_logits = None  # set by step(): the scores behind ``considered``
-        # A model and a codec that disagree are refused here, in one line, not mid-generation.
-        step.check_step_arrays(self.sizes, *self.tables, self.table_s, self.table_k, self.w_ih,
-                               self.w_hh, self.bias, self.head_w, self.head_b, self.h, self.c,
-                               self.logits, self._probs, self.sounding_since, self.key,
-                               self.time_centers)
         warm_up()
-
-    def _copy_weights(self, model: NoteLSTM):
-        """The weights as float32 numpy arrays in PyTorch's (outputs, inputs) layout."""
-        lstm = model.lstm
-        f32 = lambda t: t.detach().cpu().float().numpy()  # noqa: E731
-        hidden = model.config.hidden_size
-        # sigmoid(a) = (1 + tanh(a / 2)) / 2: with the input, forget and output gates' weights
-        # halved, one tanh over all four gates gives every nonlinearity the cell needs.
-        scale = np.full(4 * hidden, 0.5, np.float32)
-        scale[2 * hidden:3 * hidden] = 1.0  # the cell candidate g takes a plain tanh
-        layers = [layer_weights(lstm, i) for i in range(lstm.num_layers)]
-        column = scale[:, None]  # weights are (4 * hidden, inputs): scale the gate rows
-        self.bias = np.stack([f32(b_ih + b_hh) for _, _, b_ih, b_hh in layers]) * scale
-        self.w_hh = np.stack([f32(w_hh) for _, w_hh, _, _ in layers]) * column
-        self.w_ih = np.stack([f32(w_ih) * column for w_ih, _, _, _ in layers[1:]]
-                             or [np.zeros((4 * hidden, hidden), np.float32)])
-        self.tables = [f32(t) * scale for t in model.input_tables()]
-        self.tables[0] += self.bias[0]  # the first layer's bias rides on the pitch table
-        # what each sounding pitch, and each pitch class's key share, adds (no rows: a model
-        # that does not read them)
-        none = np.zeros((0, 4 * hidden), np.float32)
-        self.table_k = self.tables.pop() if model.config.key_input else none
-        self.table_s = self.tables.pop() if model.config.sounding_input else none
-        self.head_w, self.head_b = f32(model.head.weight), f32(model.head.bias)
 
     @property
     def log_probs(self) -> list:
@@ -120,42 +81,11 @@ class Improviser:
         """Advance every stream by one event (codes: (n_variations, 3)); with ``end_held`` an
         event is first replaced by a note-off for a note held longer than ``max_note_s``."""
         codes = np.ascontiguousarray(codes, dtype=np.int64)
-        step.track_notes(codes, self.time_centers, self.max_note_s, self.now_s,
-                         self.sounding_since, self.key, KEY_DECAY, end_held)
-        if self.n < BLAS_STREAMS:
-            step.lstm_step(codes, self.h, self.c, *self.tables, self.table_s, self.sounding_since,
-                           self.table_k, self.key, self.w_ih, self.w_hh, self.bias, self.head_w,
-                           self.head_b, self.logits)
-        else:
-            self._numpy_step(codes)
+        track_notes(codes, self.time_centers, self.knobs.max_note_s, self.now_s,
+                    self.sounding_since, self.key, KEY_DECAY, end_held)
+        self.logits = self.stepper.step(codes, self.sounding_since, self.key)  # its buffer
         self.fed = True
         return codes
-
-    def _numpy_step(self, codes):
-        """The network step as matrix products over all streams (``step.lstm_step`` is the
-        same step as loops, faster for a few streams). The products are torch's on one thread
-        (``_times_transposed``): numpy's OpenBLAS runs a thread per core, and on a busy machine
-        those threads spin-wait for each other (64 variations 7-16x slower under load)."""
-        with torch_threads(1):
-            self._lstm_products(codes)
-
-    def _lstm_products(self, codes):
-        x = self.tables[0][codes[:, 0]] + self.tables[1][codes[:, 1]] + self.tables[2][codes[:, 2]]
-        if len(self.table_s):
-            sounding = (~np.isnan(self.sounding_since)).astype(np.float32)
-            x += (torch.from_numpy(sounding) @ torch.from_numpy(self.table_s)).numpy()
-        if len(self.table_k):
-            shares = key_shares(self.key).astype(np.float32)
-            x += (torch.from_numpy(shares) @ torch.from_numpy(self.table_k)).numpy()
-        for layer in range(len(self.w_hh)):
-            gates = (x if layer == 0
-                     else _times_transposed(x, self.w_ih[layer - 1]) + self.bias[layer])
-            z = np.tanh(gates + _times_transposed(self.h[layer], self.w_hh[layer]))
-            i, f, g, o = np.split(z, 4, axis=1)  # PyTorch's gate order; i, f, o = 2*sigmoid - 1
-            self.c[layer] = 0.5 * ((f + 1) * self.c[layer] + (i + 1) * g)
-            self.h[layer] = 0.5 * (o + 1) * np.tanh(self.c[layer])
-            x = self.h[layer]
-        self.logits[:] = _times_transposed(x, self.head_w) + self.head_b
 
     def prime(self, primer_events: np.ndarray):
         """Feed a primer (an event array, or ``(pitch, velocity, delta_s)`` triples) to every
@@ -186,13 +116,12 @@ class Improviser:
         the codes (a buffer reused by the next call)."""
         if not self.fed:
             raise RuntimeError("prime the improviser with at least one event first")
-        step.sample_step(self.logits, self.sizes, self.inv_temperature, self.top_k, self.top_p,
-                         self.sampling.max_polyphony, self.sounding_since, self.now_s, uniforms,
-                         self._codes, self._probs)
+        sample_step(self.logits, self.sizes, self.knobs, self.sounding_since, self.now_s,
+                    uniforms, self._codes, self._probs)
         return self.feed(self._codes, end_held=True)
 
 
-def generate(model: NoteLSTM, codec: EventCodec, primer: np.ndarray, *, n_events: int = 500,
+def generate(model, codec: EventCodec, primer: np.ndarray, *, n_events: int = 500,
              seconds: float | None = None, n_variations: int = 1, seed: int = 0,
              sampling: SamplingConfig = SamplingConfig(), progress: bool = False) -> list:
     """Continue ``primer`` (events) with up to ``n_events`` new events (or until ``seconds`` of
@@ -218,11 +147,6 @@ def generate(model: NoteLSTM, codec: EventCodec, primer: np.ndarray, *, n_events
             for i in range(n_variations)]
 
 
-def _times_transposed(a: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``a @ w.T`` by torch (same memory, no copy), on torch's current threads."""
-    return (torch.from_numpy(a) @ torch.from_numpy(w).T).numpy()
-
-
 def _log_softmax(x):
     x = x - x.max(axis=1, keepdims=True)
     return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
@@ -233,9 +157,9 @@ _WARM = False
 
 
 def warm_up(verbose: bool = True) -> float:
-    """Compile (or load from numba's cache) the generation loops of ``midilstm.step`` by
-    generating two events with a tiny model, saying so when that may take a while: the first
-    time, numba compiles for about 30 s. Later runs load the machine code from the cache
+    """Compile (or load from numba's cache) the generation loops (the LSTM's step, the sampler,
+    the note bookkeeping) by generating two events with a tiny model, saying so when that may
+    take a while: the first time, numba compiles for about 30 s. Later runs load the machine code from the cache
     (``cache=True``) in about a second. Called by ``Improviser``; returns the seconds taken."""
     global _WARM
     if _WARM:
@@ -247,8 +171,8 @@ def warm_up(verbose: bool = True) -> float:
               flush=True)
     events = make_events([(60, 80, 0.0), (60, 0, 0.5)])
     codec = EventCodec(n_time_bins=1).fit(events)
-    model = NoteLSTM(ModelConfig(sizes=codec.sizes, hidden_size=2, dropout=0.0)).eval()
-    for streams in (1, BLAS_STREAMS):  # the compiled LSTM step, and numpy's products
+    model = build(ModelConfig(sizes=codec.sizes, hidden_size=2, dropout=0.0)).eval()
+    for streams in (1, BLAS_STREAMS):  # the LSTM's compiled step, and its matrix products
         generate(model, codec, events, n_events=2, n_variations=streams)
     seconds = time.perf_counter() - start
     if verbose and seconds > 5:
@@ -258,8 +182,8 @@ def warm_up(verbose: bool = True) -> float:
 
 def _numba_cache_exists() -> bool:
     """Whether numba's cache holds the sampler (its index file, usually in ``__pycache__``
-    beside ``step.py``). Asks numba where that is; if numba's internals change, says no."""
+    beside ``sampling.py``). Asks numba where that is; if numba's internals change, says no."""
     try:
-        return Path(step.sample_step._cache._cache_file._index_path).exists()
+        return Path(sample_step._cache._cache_file._index_path).exists()
     except AttributeError:
         return False

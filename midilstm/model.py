@@ -1,26 +1,29 @@
-"""The lesson's network: an LSTM over encoded events with three log-softmax heads.
+"""The model seam: what every network over encoded events shares, and how one is built.
 
 Input at step t is the event (pitch, velocity, time class); output is the log-probability of
-each class of the *next* event, one head per component. By default this is exactly the lesson's
-model: one-hot inputs (89 + 128 + 12 numbers), one LSTM layer of 128 units, dropout 0.2, one
-linear layer split into the three heads.
+each class of the *next* event, one head per component. ``ModelConfig`` describes a network
+(``arch`` names the architecture; ``ARCHITECTURES`` maps each to its class) and ``build(config)``
+makes it. The course's network is the lesson's LSTM (``midilstm.lstm``); by default it is
+exactly the lesson's model: one-hot inputs (89 + 128 + 12 numbers), one LSTM layer of 128
+units, dropout 0.2, one linear layer split into the three heads.
 
-One-hot input times a weight matrix selects one column of the matrix per component, so
-``W @ onehot`` is the same as adding three embedding rows. ``input_mode="embedding"`` makes
-that explicit with learned, smaller embedding tables.
-
-With ``sounding_input`` (the default) the network also reads which pitches are sounding after
-each event (``midilstm.sounding``): 89 more 0/1 inputs (with embeddings, their sum through a
-learned ``embedding_dim``-wide table, as for the classes). Without them it must count its own
+``EventModel`` holds what does not depend on the architecture. The inputs: one-hot input times
+a weight matrix selects one column of the matrix per component, so ``W @ onehot`` is the same as
+adding three embedding rows; ``input_mode="embedding"`` makes that explicit with learned,
+smaller tables. With ``sounding_input`` (the default) the network also reads which pitches are
+sounding after each event (``midilstm.sounding``): 89 more 0/1 inputs (with embeddings, their
+sum through a learned ``embedding_dim``-wide table). Without them it must count its own
 note-ons and note-offs, and over a long improvisation it loses count and stops ending notes.
 With ``key_input`` (the default) it also reads the key profile of the notes struck lately: 12
-shares of the pitch classes. The model's state is therefore ``(lstm_state, held)``: the LSTM's
-``(h, c)`` and what holds after the last event read (``sounding.Held``: the pitches sounding,
-the key counts), so that a sequence read in chunks (or generation) goes on where it stopped.
+shares of the pitch classes. The heads: dropout and one linear layer. The model's state is
+``(body_state, held)``: the architecture's own (the LSTM's ``(h, c)``) and what holds after the
+last event read (``sounding.Held``: the pitches sounding, the key counts), so that a sequence
+read in chunks (or generation) goes on where it stopped.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import reprlib
 from dataclasses import asdict, dataclass
@@ -36,7 +39,7 @@ from .sounding import N_PITCH_CLASSES, Held, key_profiles, key_shares, sounding_
 
 
 # Each architecture's module and class, imported only when built.
-ARCHITECTURES = {"lstm": "midilstm.model:NoteLSTM"}
+ARCHITECTURES = {"lstm": "midilstm.lstm:NoteLSTM"}
 
 
 def build(config: "ModelConfig") -> nn.Module:
@@ -91,8 +94,17 @@ class ModelConfig:
         return asdict(self)
 
 
-class NoteLSTM(nn.Module):
-    """(batch, time, 3) integer codes -> three (batch, time, classes) log-probabilities."""
+class EventModel(nn.Module):
+    """What every architecture shares: the inputs it reads for each event and the three heads
+    that predict the next one. ``(batch, time, 3)`` integer codes in, three ``(batch, time,
+    classes)`` log-probabilities out.
+
+    An architecture subclasses it: its ``__init__`` calls ``super().__init__(config)`` (which
+    sets ``self.input_size``), builds its body, then calls ``self.add_heads(width)``; it
+    defines ``body(x, state) -> (outputs, state)`` over the input vectors. Generation steps a
+    model with ``stepper(n_streams)``: by default one call of ``forward`` per event with the
+    state carried; an architecture may give a faster one (the LSTM's is compiled).
+    """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -112,20 +124,24 @@ class NoteLSTM(nn.Module):
             input_size += config.sizes[0]  # one 0/1 input per pitch
         if config.key_input:
             input_size += N_PITCH_CLASSES  # the shares of the pitch classes lately struck
-        self.lstm = nn.LSTM(input_size, config.hidden_size, config.num_layers, batch_first=True,
-                            dropout=config.dropout if config.num_layers > 1 else 0.0)
-        self.dropout = nn.Dropout(config.dropout)
-        self.head = nn.Linear(config.hidden_size, sum(config.sizes))
+        self.input_size = input_size
+
+    def add_heads(self, width: int) -> None:
+        """Dropout, then one linear layer from the body's ``width`` outputs to every class of
+        the three heads. Called after the body is built (the order parameters are initialised
+        in decides what a seed gives)."""
+        self.dropout = nn.Dropout(self.config.dropout)
+        self.head = nn.Linear(width, sum(self.config.sizes))
 
     def embed(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes (..., 3) -> LSTM input: concatenated one-hots, or concatenated embeddings."""
+        """Codes (..., 3) -> concatenated one-hots, or concatenated embeddings."""
         if self.embeddings is None:
             return torch.cat([F.one_hot(codes[..., i], n).float()
                               for i, n in enumerate(self.config.sizes)], dim=-1)
         return torch.cat([emb(codes[..., i]) for i, emb in enumerate(self.embeddings)], dim=-1)
 
     def inputs(self, codes: torch.Tensor, before: Held | None = None):
-        """The LSTM's input for codes (batch, time, 3): the classes (``embed``), then, with
+        """The body's input for codes (batch, time, 3): the classes (``embed``), then, with
         ``sounding_input``, the pitches sounding after each event, and with ``key_input`` the
         key profile (``midilstm.sounding``). ``before``: what held before the first event
         (``Held`` of (batch, pitches) bools and (batch, 12) counts; None or None fields:
@@ -145,43 +161,56 @@ class NoteLSTM(nn.Module):
             after = after._replace(key=counts[:, -1])
         return torch.cat(parts, dim=-1), after
 
+    def body(self, x: torch.Tensor, state):
+        """(batch, time, input_size) -> ((batch, time, width), state): the architecture."""
+        raise NotImplementedError
+
     def forward(self, codes: torch.Tensor, state=None):
         """Returns ``(log_probs, state)``; ``log_probs`` is a tuple (pitch, velocity, time) and
-        ``state`` is ``(lstm_state, Held after the last event)`` (in the ``state`` given, either
-        may be None: a fresh start)."""
-        lstm_state, before = state if state is not None else (None, None)
+        ``state`` is ``(body_state, Held after the last event)`` (in the ``state`` given, either
+        may be None: a fresh start). Reading a sequence in chunks, each with the state the
+        last returned, gives what reading it whole gives."""
+        body_state, before = state if state is not None else (None, None)
         x, after = self.inputs(codes, before)
-        out, lstm_state = self.lstm(x, lstm_state)
+        out, body_state = self.body(x, body_state)
         logits = self.head(self.dropout(out)).float()  # float32 log-probs under autocast too
         return tuple(F.log_softmax(part, dim=-1)
-                     for part in logits.split(self.config.sizes, dim=-1)), (lstm_state, after)
+                     for part in logits.split(self.config.sizes, dim=-1)), (body_state, after)
 
-    def input_tables(self) -> list[torch.Tensor]:
-        """Per component, the first LSTM layer's input projection of every class.
+    def stepper(self, n_streams: int) -> "TorchStepper":
+        """The incremental step generation uses for ``n_streams`` streams at once."""
+        return TorchStepper(self, n_streams)
 
-        Row c of table i is ``W_ih @ x`` for an input whose component i is class c (and the
-        others zero), so the projection of a whole event is a sum of three rows. Generation
-        uses this to step the network with lookups instead of matrix products. With
-        ``sounding_input`` a table follows whose row p is what a sounding pitch p adds, and with
-        ``key_input`` one whose row k is what a share of 1 of pitch class k adds.
-        """
-        weight = self.lstm.weight_ih_l0  # (4 * hidden, input_size)
-        tables, start = [], 0
-        for i, n in enumerate(self.config.sizes):
-            width = n if self.embeddings is None else self.config.embedding_dim
-            block = weight[:, start:start + width]
-            vectors = torch.eye(n) if self.embeddings is None else self.embeddings[i].weight
-            tables.append(vectors @ block.T)
-            start += width
-        if self.config.sounding_input:
-            vectors = (torch.eye(self.config.sizes[0]) if self.sounding_embedding is None
-                       else self.sounding_embedding.weight.T)
-            width = vectors.shape[1]
-            tables.append(vectors @ weight[:, start:start + width].T)
-            start += width
-        if self.config.key_input:
-            tables.append(weight[:, start:].T)
-        return tables
+
+class TorchStepper:
+    """Any architecture's incremental step: ``forward`` on one event per stream, with the state
+    carried, on a frozen copy of the model (eval mode, no gradients, one CPU thread).
+
+    ``step(codes, sounding_since, key)`` advances every stream by ``codes`` (streams, 3) and
+    returns the scores of the next event (streams, classes of the three heads). The model keeps
+    its own account of the sounding pitches and the key, by the rules of ``midilstm.sounding``,
+    so the generator's (``sounding_since``, ``key``) are not needed here.
+    """
+
+    def __init__(self, model: EventModel, n_streams: int):
+        self.model = copy.deepcopy(model).cpu().eval()
+        self.n_streams, self.state = n_streams, None
+
+    @torch.no_grad()
+    def step(self, codes, sounding_since=None, key=None):
+        with torch_threads(1):
+            x = torch.as_tensor(codes, dtype=torch.long)[:, None]
+            log_probs, self.state = self.model(x, self.state)
+        return torch.cat(log_probs, dim=-1)[:, 0].numpy()
+
+
+def expected_shapes(config: ModelConfig) -> dict:
+    """``{name: shape}`` of every weight of the network ``config`` describes, from building it
+    on torch's meta device (shapes only: no memory, no initialisation)."""
+    with torch.device("meta"):
+        model = build(config)
+    return {name: tuple(t.shape) for name, t in model.state_dict().items()}
+
 
 
 @contextlib.contextmanager

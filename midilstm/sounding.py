@@ -19,7 +19,8 @@ class was struck lately (each note-on counts 1, and every earlier count is multi
 ``sounding_flags`` and ``key_profiles`` are the rules, used by the model on every sequence it
 reads; a sequence that starts inside a piece also needs what held before its first event, which
 ``held_before`` gives for every position of a piece. Generation keeps the same state as it
-samples (``midilstm.step.track_notes``); a test checks they agree.
+samples (``track_notes``, the same rules as loops compiled by numba, one event per stream, with
+the clock of each stream); a test checks they agree.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from numba import njit
 
 KEY_DECAY = 0.97  # per note-on: a note struck 30 notes ago weighs 0.4, 100 ago 0.05
 N_PITCH_CLASSES = 12
@@ -94,3 +96,34 @@ def held_before(codes: np.ndarray, n_pitches: int) -> Held:
     key = np.zeros((len(codes), N_PITCH_CLASSES), np.float32)
     key[1:] = key_profiles(x)[0, :-1].numpy()
     return Held(sounding, key)
+
+
+@njit(cache=True)
+def track_notes(codes, time_centers, max_note_s, now_s, sounding_since, key, key_decay, end_held):
+    """Advance each stream's clock ``now_s``, its sounding notes (``sounding_since`` (streams,
+    pitches): the onset of each sounding pitch, NaN if silent) and its key counts (``key``
+    (streams, 12)) by the event in ``codes`` (streams, 3). With ``end_held``, first replace the
+    event by a note-off (at once) if a note has been held longer than ``max_note_s``. Refuses
+    (``ValueError``) arrays that disagree, rather than index out of bounds."""
+    streams, n_pitch = sounding_since.shape
+    if not (codes.shape[0] == streams and codes.shape[1] == 3 and now_s.shape[0] == streams
+            and key.shape[0] == streams and key.shape[1] >= 1):
+        raise ValueError("track_notes: the arrays' shapes disagree")
+    for b in range(streams):
+        if not (0 <= codes[b, 0] < n_pitch and 0 <= codes[b, 2] < time_centers.shape[0]):
+            raise ValueError("track_notes: a code is outside its head's classes")
+    for b in range(streams):
+        if end_held:
+            for pitch in range(n_pitch):
+                if now_s[b] - sounding_since[b, pitch] > max_note_s:  # NaN compares False
+                    codes[b, 0], codes[b, 1], codes[b, 2] = pitch, 0, 0
+                    break
+        now_s[b] += time_centers[codes[b, 2]]
+        pitch = codes[b, 0]
+        if codes[b, 1] == 0:
+            sounding_since[b, pitch] = np.nan
+        else:
+            if np.isnan(sounding_since[b, pitch]):
+                sounding_since[b, pitch] = now_s[b]
+            key[b] *= key_decay
+            key[b, pitch % key.shape[1]] += 1.0

@@ -41,7 +41,7 @@ from .codec import HEADS, EventCodec
 from .constants import DEVICE_PATTERN
 from .data import NO_VALIDATION, count_targets, training_sequences, transpose
 from .errors import ParameterError
-from .model import ModelConfig, NoteLSTM, torch_threads
+from .model import ModelConfig, build, torch_threads
 from .sounding import Held, held_before
 
 
@@ -91,7 +91,7 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def sequence_loss(model: NoteLSTM, batch: torch.Tensor, stats: bool = True,
+def sequence_loss(model: torch.nn.Module, batch: torch.Tensor, stats: bool = True,
                   before=None):
     """Summed NLL of the three heads over every step of ``batch`` (n, seq_len + 1, 3), plus
     per-head (nll_sum, correct, count) for the metrics (``None`` with ``stats=False``: the
@@ -119,7 +119,7 @@ def optimiser_step(model: torch.nn.Module, optimizer, loss: torch.Tensor, grad_c
 
 
 @torch.no_grad()
-def evaluate(model: NoteLSTM, codes_list: list, device=None, chunk: int = 2048) -> dict:
+def evaluate(model: torch.nn.Module, codes_list: list, device=None, chunk: int = 2048) -> dict:
     """Per-head mean NLL (nats per event) and accuracy over every next-event prediction of each
     sequence, run from the start of each piece with the LSTM state carried across chunks."""
     device = device or next(model.parameters()).device
@@ -207,7 +207,7 @@ def _fit(codec, train_codes, val_codes, config, model_config, validating, partia
                 raise ParameterError("resume_from", f"model sizes {model.config.sizes} do not "
                                      f"match the codec's {codec.sizes}")
         else:
-            model = NoteLSTM(model_config).to(device)
+            model = build(model_config).to(device)
             best = None
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         history = []

@@ -10,7 +10,8 @@ import pytest
 
 from midilstm.codec import EventCodec
 from midilstm.events import make_events
-from midilstm.model import ModelConfig, NoteLSTM
+from midilstm.lstm import NoteLSTM
+from midilstm.model import ModelConfig
 
 # One bar of a broken chord: (pitch, velocity, delta_s); every note is ended, two chord-like
 # zero deltas, four distinct time classes. Repeating it gives a piece a model can learn exactly.

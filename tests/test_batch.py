@@ -181,7 +181,7 @@ def test_two_gloo_processes_match_one_process(corpus_dir, tmp_path):
     # and not trivially: training moved the weights much further than the tolerance
     fresh = torch.nn.utils.parameters_to_vector(one.model.parameters())
     torch.manual_seed(0)
-    from midilstm.model import NoteLSTM
+    from midilstm.lstm import NoteLSTM
     init = NoteLSTM(one.model.config)
     assert (fresh - torch.nn.utils.parameters_to_vector(init.parameters())).abs().max() > 1e-2
 
@@ -238,7 +238,8 @@ def test_bfloat16_where_it_cannot_run_is_one_line_before_training(corpus_dir, mo
 
 
 def test_the_loss_without_statistics_is_the_same_loss():
-    from midilstm.model import ModelConfig, NoteLSTM
+    from midilstm.lstm import NoteLSTM
+    from midilstm.model import ModelConfig
     from midilstm.train import sequence_loss
     torch.manual_seed(0)
     model = NoteLSTM(ModelConfig(sizes=(20, 8, 6), hidden_size=16)).eval()

@@ -13,11 +13,12 @@ import torch
 
 from helpers_model import fitted_codec, random_walk_events, tiny_model
 from helpers_model import one_thread  # noqa: F401  (autouse: one torch thread)
-from midilstm.checkpoint import FORMAT_VERSION, Checkpoint, expected_state_shapes, load_checkpoint
+from midilstm.checkpoint import FORMAT_VERSION, Checkpoint, load_checkpoint
 from midilstm.errors import CheckpointError
 from midilstm.export import events_to_midi
 from midilstm.generate import generate
-from midilstm.model import ModelConfig, NoteLSTM
+from midilstm.lstm import NoteLSTM
+from midilstm.model import ModelConfig, expected_shapes
 from midilstm.train import TrainConfig, train
 
 EVENTS = random_walk_events(150, seed=3)
@@ -109,11 +110,11 @@ def test_an_unknown_format_is_refused(tmp_path):
                                 dict(input_mode="embedding", sounding_input=False,
                                      key_input=False)])
 def test_expected_shapes_are_the_models_own(kw):
-    """Worked out from the config alone, checked against the shapes torch really builds."""
+    """Built on the meta device (no memory), checked against a model really built."""
     config = ModelConfig(sizes=CODEC.sizes, hidden_size=5, **kw)
-    expected = {key: tuple(n for n, _ in dims)
-                for key, dims in expected_state_shapes(config).items()}
-    assert expected == {k: tuple(v.shape) for k, v in NoteLSTM(config).state_dict().items()}
+    real = {k: tuple(v.shape) for k, v in NoteLSTM(config).state_dict().items()}
+    assert expected_shapes(config) == real
+    assert all(t.device.type == "cpu" for t in NoteLSTM(config).state_dict().values())
 
 
 def tamper(source, target, change) -> str:
@@ -176,24 +177,30 @@ TAMPERED = {
                        r"embeddings.0.weight has shape \(89, 4\), but "
                        r"model_config.embedding_dim 5 call for \(89, 5\)"),
     "input mode": (set_in("model_config", "input_mode", "one_hot"),
-                   r"lstm.weight_ih_l0 has shape \(64, 28\), but the codec's sizes "
-                   r"\(89, 17, 7\) with sounding_input with key_input call for \(64, 214\)"),
+                   r"lstm.weight_ih_l0 has shape \(64, 28\), but the codec's sizes \(89, 17, 7\) and "
+                   r"model_config \(input_mode one_hot, sounding_input True, key_input True\) "
+                   r"call for \(64, 214\)"),
     "sounding input off": (set_in("model_config", "sounding_input", False),
                            r"lstm.weight_ih_l0 has shape \(64, 28\), but "
-                           r"model_config.embedding_dim 4 with key_input call for \(64, 24\)"),
+                           r"model_config \(input_mode embedding, embedding_dim 4, sounding_input False, "
+                           r"key_input True\) call for \(64, 24\)"),
     "sounding input dropped": (drop("model_config", "sounding_input"),  # read as an old file
                                r"lstm.weight_ih_l0 has shape \(64, 28\), but "
-                               r"model_config.embedding_dim 4 with key_input call for \(64, 24\)"),
+                               r"model_config \(input_mode embedding, embedding_dim 4, sounding_input False, "
+                           r"key_input True\) call for \(64, 24\)"),
     "key input off": (set_in("model_config", "key_input", False),
                       r"lstm.weight_ih_l0 has shape \(64, 28\), but "
-                      r"model_config.embedding_dim 4 with sounding_input call for \(64, 16\)"),
+                      r"model_config \(input_mode embedding, embedding_dim 4, sounding_input True, "
+                          r"key_input False\) call for \(64, 16\)"),
     "key input dropped": (drop("model_config", "key_input"),  # read as an old file
                           r"lstm.weight_ih_l0 has shape \(64, 28\), but "
-                          r"model_config.embedding_dim 4 with sounding_input call for \(64, 16\)"),
+                          r"model_config \(input_mode embedding, embedding_dim 4, sounding_input True, "
+                          r"key_input False\) call for \(64, 16\)"),
     "both inputs dropped": (lambda p: (p["model_config"].pop("sounding_input"),
                                        p["model_config"].pop("key_input")),
                             r"lstm.weight_ih_l0 has shape \(64, 28\), but "
-                            r"model_config.embedding_dim 4 call for \(64, 12\)"),
+                            r"model_config \(input_mode embedding, embedding_dim 4, sounding_input "
+                            r"False, key_input False\) call for \(64, 12\)"),
     "sounding table dropped": (drop("model_state", "sounding_embedding.weight"),
                                r"model_state.sounding_embedding.weight is missing"),
     "sounding table too narrow": (lambda p: p["model_state"].update(

@@ -13,7 +13,8 @@ from helpers_model import (PATTERN, fitted_codec, pattern_events, random_walk_ev
 from helpers_model import one_thread  # noqa: F401  (autouse: one torch thread)
 from midilstm.events import make_events
 from midilstm.export import events_to_midi
-from midilstm.generate import BLAS_STREAMS, Improviser, generate
+from midilstm.generate import Improviser, generate
+from midilstm.lstm_step import BLAS_STREAMS
 from midilstm.sampling import SamplingConfig
 from midilstm.train import TrainConfig, train
 
@@ -586,7 +587,8 @@ def test_warm_up_announces_compiling_unless_cached(monkeypatch, capsys):
 
 def test_a_model_and_a_codec_that_disagree_are_refused_before_generating():
     other = fitted_codec(EVENTS, n_time_bins=9)  # 10 time classes, the model has 7
-    with pytest.raises(ValueError, match="step arrays: table_t"):
+    with pytest.raises(ValueError, match=r"^the model predicts \(89, 128, 7\) classes per head "
+                                         r"but the codec encodes \(89, 128, 10\): not a pair$"):
         Improviser(MODEL, other)
 
 

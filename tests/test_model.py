@@ -9,7 +9,8 @@ import torch
 from helpers_model import fitted_codec, pattern_events, tiny_model
 from helpers_model import one_thread  # noqa: F401  (autouse: one torch thread)
 from midilstm.errors import ParameterError
-from midilstm.model import ModelConfig, NoteLSTM
+from midilstm.lstm import NoteLSTM
+from midilstm.model import ModelConfig
 from midilstm.sounding import N_PITCH_CLASSES, Held, key_profiles, key_shares, sounding_flags
 
 CODEC = fitted_codec(pattern_events(4))

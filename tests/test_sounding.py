@@ -14,7 +14,8 @@ from helpers_model import one_thread  # noqa: F401  (autouse: one torch thread)
 from midilstm.checkpoint import Checkpoint, load_checkpoint
 from midilstm.data import training_sequences, transpose
 from midilstm.events import NOTE_DTYPE, make_events, notes_to_events, texture_limits
-from midilstm.generate import BLAS_STREAMS, Improviser, generate
+from midilstm.generate import Improviser, generate
+from midilstm.lstm_step import BLAS_STREAMS
 from midilstm.sampling import SamplingConfig
 from midilstm.sounding import (KEY_DECAY, N_PITCH_CLASSES, Held, held_before, key_profiles,
                                key_shares, sounding_flags)
@@ -480,7 +481,7 @@ def test_generation_steps_like_the_torch_model_with_the_key_input(kw, streams):
     assert model.config.key_input
     improviser, seen, codes, expected, (_, held) = generate_and_replay(
         model, streams, SamplingConfig(max_polyphony=0, max_note_s=2.0), seed=4)
-    assert improviser.table_k.shape == (N_PITCH_CLASSES, 4 * model.config.hidden_size)
+    assert improviser.stepper.weights.table_k.shape == (N_PITCH_CLASSES, 4 * model.config.hidden_size)
     # the key counts the improviser tracked are the torch model's, after the same events
     assert improviser.key.shape == (streams, N_PITCH_CLASSES) and improviser.key.dtype == np.float64
     assert held.key.shape == (streams, N_PITCH_CLASSES)
@@ -498,7 +499,7 @@ def test_generation_steps_like_the_torch_model_with_the_key_input(kw, streams):
     with torch.no_grad():
         deaf.lstm.weight_ih_l0[:, -N_PITCH_CLASSES:] = 0.0
     other = Improviser(deaf, CODEC, n_variations=streams)
-    assert not other.table_k.any()
+    assert not other.stepper.weights.table_k.any()
     other.prime(PRIMER)
     first = Improviser(model, CODEC, n_variations=streams)
     first.prime(PRIMER)
@@ -509,8 +510,8 @@ def test_generation_steps_like_the_torch_model_with_the_key_input(kw, streams):
 def test_a_lesson_model_generates_like_its_torch_model_too(streams):
     model = tiny_model(CODEC, seed=8, sounding_input=False, key_input=False)
     improviser = Improviser(model, CODEC, seed=1, n_variations=streams)
-    assert improviser.table_s.shape == (0, 4 * model.config.hidden_size)
-    assert improviser.table_k.shape == (0, 4 * model.config.hidden_size)
+    assert improviser.stepper.weights.table_s.shape == (0, 4 * model.config.hidden_size)
+    assert improviser.stepper.weights.table_k.shape == (0, 4 * model.config.hidden_size)
     improviser.prime(PRIMER)
     fed = [np.repeat(code[None], streams, axis=0) for code in CODEC.encode(PRIMER)]
     for _ in range(20):
@@ -665,7 +666,7 @@ def test_a_checkpoint_from_before_the_key_input_loads_without_it(tmp_path, input
             torch.testing.assert_close(a, b)
     assert held.key is None and held.sounding is not None
     improviser = Improviser(loaded.model, loaded.codec)
-    assert improviser.table_k.shape == (0, 4 * model.config.hidden_size)
-    assert improviser.table_s.shape == (CODEC.n_pitches, 4 * model.config.hidden_size)
+    assert improviser.stepper.weights.table_k.shape == (0, 4 * model.config.hidden_size)
+    assert improviser.stepper.weights.table_s.shape == (CODEC.n_pitches, 4 * model.config.hidden_size)
     out = generate(loaded.model, loaded.codec, EVENTS[:10], n_events=30, seed=1)[0]
     assert walk_notes(out)[:2] == (0, 0)
