@@ -8,7 +8,7 @@ read with every note kept (drums included, no pitch folding). The independent re
 (all instruments, zero-length notes dropped) go through the same piano's rule
 (``events.strike_again``), since one stream of (pitch, velocity, delta) events cannot carry two
 notes on one pitch at once; so the figures measure pairing and timing. ``--before REV`` also
-measures the reader of git revision REV (its parse.py, events.py, constants.py, errors.py,
+measures the reader of git revision REV (its parse.py and the modules the reader imports,
 loaded from a temporary folder). ``--music21`` adds the MIDI files of music21's corpus when
 music21 is installed. ``--speed N`` instead times reading a generated file of N notes (4 tracks,
 random pitches, overlaps) with each reader, each in its own process: the median of 3 reads and
@@ -69,10 +69,13 @@ def load_reader(revision: str | None):
     folder = Path(tempfile.mkdtemp()) / "midilstm_before"
     folder.mkdir()
     (folder / "__init__.py").write_text("")
-    for name in ("parse", "events", "constants", "errors"):
-        source = subprocess.run(["git", "show", f"{revision}:midilstm/{name}.py"], cwd=ROOT,
-                                check=True, capture_output=True, text=True).stdout
-        (folder / f"{name}.py").write_text(source)
+    for name in ("parse", "smf", "tempo", "pairing", "events", "constants", "errors", "checks"):
+        shown = subprocess.run(["git", "show", f"{revision}:midilstm/{name}.py"], cwd=ROOT,
+                               capture_output=True, text=True)
+        if shown.returncode == 0:  # a revision before parse.py was split lacks the new modules
+            (folder / f"{name}.py").write_text(shown.stdout)
+        elif name == "parse":
+            raise SystemExit(f"--before {revision}: {shown.stderr.strip()}")
     sys.path.insert(0, str(folder.parent))
     parse = importlib.import_module("midilstm_before.parse")
     events = importlib.import_module("midilstm_before.events")

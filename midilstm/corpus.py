@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import parse
+from . import parse, smf
 from .errors import MidiInputError, ParameterError
 from .events import EVENT_DTYPE
 from .files import write_bytes_atomic, write_json_atomic
@@ -208,13 +208,13 @@ def _content_digests(paths, cache) -> tuple[dict, list]:
             info = status = None
         entry = known.get(name)
         if (entry and entry[0] == status and stat.S_ISREG(info.st_mode)
-                and info.st_size <= parse.ReadLimits().max_bytes):
+                and info.st_size <= smf.ReadLimits().max_bytes):
             digests[path] = entry[1]
             remembered[name] = entry
             continue
         started = time.time_ns()
         try:  # the reader's own checks: regular files only, at most its size limit
-            digests[path] = hashlib.sha256(parse.read_file_bytes(path)).hexdigest()
+            digests[path] = hashlib.sha256(smf.read_file_bytes(path)).hexdigest()
         except MidiInputError as err:
             bad.append((name, err.reason))
             continue

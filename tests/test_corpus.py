@@ -9,7 +9,7 @@ import pytest
 
 from conftest import off, on, tempo, write_midi_file
 from midilstm import corpus as corpus_module
-from midilstm import parse
+from midilstm import parse, smf
 from midilstm.corpus import Corpus, is_held_out, load_corpus, read_corpus
 from midilstm.errors import MidiInputError
 from midilstm.events import EVENT_DTYPE
@@ -254,13 +254,13 @@ def test_a_fifo_in_the_folder_is_listed_as_bad_not_read(tmp_path):
 def count_hashes(monkeypatch):
     """The files whose bytes are read (to hash them; on a cold read the parser reads too)."""
     calls = []
-    real = parse.read_file_bytes
+    real = smf.read_file_bytes
 
     def counting(path, *args, **kwargs):
         calls.append(str(path))
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(parse, "read_file_bytes", counting)
+    monkeypatch.setattr(smf, "read_file_bytes", counting)
     return calls
 
 

@@ -1,0 +1,283 @@
+"""Pairing note-ons with note-offs (``midilstm.pairing``, through ``read_midi``): first in first
+out per (track, channel, pitch), dangling note-ons, orphan offs, the sustain pedal; and random
+files against the same rules worked out by brute force on mido's playback. At 120 bpm and 480
+ticks per beat, 480 ticks = a quarter = 0.5 s.
+"""
+import mido
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import off, on, tempo
+from helpers_parse import WIDE, assert_events, note_list
+from midilstm.errors import MidiInputError
+from midilstm.events import events_to_notes
+from midilstm.parse import Selection, read_midi
+
+
+# --- note pairing -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("explicit", [True, False], ids=["note_off", "note_on_velocity_0"])
+def test_both_kinds_of_note_off_end_notes(tmp_path, build_midi, explicit):
+    path = build_midi(tmp_path, type=0, tracks=[[
+        tempo(120), on(60, 80), off(60, t=480, explicit=explicit),
+        on(62, 90), off(62, t=960, explicit=explicit)]])
+    parsed = read_midi(path)
+    assert note_list(parsed) == [(0.0, 0.5, 60, 80), (0.5, 1.5, 62, 90)]
+    # canonical order: at 0.5 s the off of 60 comes before the on of 62
+    assert_events(parsed.events, [(60, 80, 0.0), (60, 0, 0.5), (62, 90, 0.0), (62, 0, 1.0)])
+    assert parsed.report.fixed["closed_at_end"] == 0
+    assert parsed.report.dropped["orphan_note_off"] == 0
+
+
+def test_note_off_velocity_is_ignored(tmp_path, build_midi):
+    """A note_off's release velocity (here 100) must not start a note."""
+    path = build_midi(tmp_path, type=0, tracks=[[
+        on(60, 80), off(60, t=480, velocity=100), on(62, 70, t=480), off(62, t=480)]])
+    parsed = read_midi(path)
+    assert note_list(parsed) == [(0.0, 0.5, 60, 80), (1.0, 1.5, 62, 70)]
+    assert parsed.report.fixed["closed_at_end"] == 0
+
+
+def test_overlapping_same_pitch_pairs_first_in_first_out_then_the_restrike_ends_the_first(
+        tmp_path, build_midi):
+    # C4 struck at 0 (v100) and again at 0.25 s (v50); offs at 0.5 s and 1.0 s. First in first
+    # out gives 0-0.5 and 0.25-1.0; one stream of events cannot hold both on one pitch, so the
+    # piano's rule ends the first at the second strike.
+    path = build_midi(tmp_path, type=0, tracks=[[
+        on(60, 100), on(60, 50, t=240), off(60, t=240), off(60, t=480)]])
+    parsed = read_midi(path)
+    assert note_list(parsed) == [(0.0, 0.25, 60, 100), (0.25, 1.0, 60, 50)]
+    assert parsed.report.fixed["shortened_by_restrike"] == 1
+    assert parsed.report.fixed["merged_same_start"] == 0
+
+
+def test_notes_struck_together_on_one_pitch_merge_into_the_longest_and_loudest(
+        tmp_path, build_midi):
+    # Two tracks double C4 from 0: one for 0.5 s at v40, one for 1.0 s at v90 (a unison).
+    path = build_midi(tmp_path, tracks=[[on(60, 40), off(60, t=480)],
+                                        [on(60, 90), off(60, t=960)], [on(60, 70), off(60, t=240)]])
+    parsed = read_midi(path)
+    assert note_list(parsed) == [(0.0, 1.0, 60, 90)]
+    assert parsed.report.fixed["merged_same_start"] == 2
+
+
+def test_pairing_is_per_channel(tmp_path, build_midi):
+    # Same pitch on two channels: ch0 holds 0..1.0 s, ch1 plays 0.25..0.5 s. Pairing by pitch
+    # alone would wrongly give 0..0.5 and 0.25..1.0.
+    path = build_midi(tmp_path, type=0, tracks=[[
+        on(60, 100, channel=0), on(60, 50, t=240, channel=1), off(60, t=240, channel=1),
+        off(60, t=480, channel=0)]])
+    assert note_list(read_midi(path, Selection(channels=(0,)))) == [(0.0, 1.0, 60, 100)]
+    assert note_list(read_midi(path, Selection(channels=(1,)))) == [(0.25, 0.5, 60, 50)]
+
+
+def test_pairing_is_per_track_even_on_a_shared_channel(tmp_path, build_midi):
+    """Two voices on channel 0 in two tracks, both on C4: track 1 holds it 0-1.0 s, track 2
+    plays it 0.25-0.5 s. Pairing per channel across tracks would end track 1's note at 0.5 s
+    and give track 2's the rest, moving length from one voice to the other."""
+    path = build_midi(tmp_path, tracks=[
+        [tempo(120)], [on(60, 70), off(60, t=960)], [on(60, 50, t=240), off(60, t=240)]])
+    assert note_list(read_midi(path, Selection(tracks=(1,)))) == [(0.0, 1.0, 60, 70)]
+    assert note_list(read_midi(path, Selection(tracks=(2,)))) == [(0.25, 0.5, 60, 50)]
+    both = read_midi(path)  # one stream: the restrike at 0.25 s ends track 1's note
+    assert note_list(both) == [(0.0, 0.25, 60, 70), (0.25, 0.5, 60, 50)]
+    assert both.report.fixed["shortened_by_restrike"] == 1
+
+
+def test_an_off_in_another_track_does_not_end_a_note(tmp_path, build_midi):
+    # Track 1's note has no off in its own track: it is closed at the end of track 1 (1.0 s);
+    # track 2's off has nothing to end in its own track.
+    path = build_midi(tmp_path, tracks=[
+        [tempo(120)], [on(60, 70), mido.MetaMessage("end_of_track", time=960)],
+        [off(60, t=480)]])
+    parsed = read_midi(path)
+    assert note_list(parsed) == [(0.0, 1.0, 60, 70)]
+    assert parsed.report.fixed["closed_at_end"] == 1
+    assert parsed.report.dropped["orphan_note_off"] == 1
+
+
+def test_a_grace_note_written_off_then_on_does_not_shift_later_notes(tmp_path, build_midi):
+    # C4 at 0-0.5 s; a zero-length grace C4 at 1.0 s written note-off then note-on (the on
+    # never gets its own off); then C4 at 1.5-2.0 s and 2.5-3.0 s. First in first out would
+    # pair the grace with 2.0 s, the next note with 3.0 s and leave the last one dangling.
+    path = build_midi(tmp_path, type=0, tracks=[[
+        on(60, 80), off(60, t=480), off(60, t=480), on(60, 30),
+        on(60, 81, t=480), off(60, t=480), on(60, 82, t=480), off(60, t=480)]])
+    parsed = read_midi(path)
+    assert note_list(parsed) == [(0.0, 0.5, 60, 80), (1.5, 2.0, 60, 81), (2.5, 3.0, 60, 82)]
+    assert parsed.report.dropped["zero_length"] == 1
+    assert parsed.report.dropped["orphan_note_off"] == 0
+    assert parsed.report.fixed["keys_with_dangling_note_on"] == 1
+    assert parsed.report.fixed["closed_at_end"] == 0
+
+
+def test_a_dangling_note_on_lasts_until_its_key_is_struck_again(tmp_path, build_midi):
+    # C4 struck at 0 and never released; then C4 0.5-1.0 s and 1.5-2.0 s, each with its off.
+    path = build_midi(tmp_path, type=0, tracks=[[
+        on(60, 80), on(60, 81, t=480), off(60, t=480), on(60, 82, t=480), off(60, t=480)]])
+    parsed = read_midi(path)
+    assert note_list(parsed) == [(0.0, 0.5, 60, 80), (0.5, 1.0, 60, 81), (1.5, 2.0, 60, 82)]
+    assert parsed.report.fixed["shortened_by_restrike"] == 1
+
+
+def test_notes_sounding_at_the_end_are_closed_and_counted(tmp_path, build_midi):
+    path = build_midi(tmp_path, type=0, tracks=[[
+        on(60, 80), on(64, 70), off(60, t=480),
+        mido.MetaMessage("end_of_track", time=480)]])  # the file ends at 1.0 s; 64 never ends
+    parsed = read_midi(path)
+    assert note_list(parsed) == [(0.0, 0.5, 60, 80), (0.0, 1.0, 64, 70)]
+    assert parsed.report.fixed["closed_at_end"] == 1
+
+
+def test_orphan_note_offs_are_dropped_and_counted(tmp_path, build_midi):
+    path = build_midi(tmp_path, type=0, tracks=[[
+        off(62), on(60, 80), off(60, t=480), off(60, t=0), off(67, t=480, explicit=False)]])
+    parsed = read_midi(path)
+    assert note_list(parsed) == [(0.0, 0.5, 60, 80)]
+    assert parsed.report.dropped["orphan_note_off"] == 3
+    assert_events(parsed.events, [(60, 80, 0.0), (60, 0, 0.5)])
+
+
+def test_zero_length_notes_are_dropped_and_counted(tmp_path, build_midi):
+    path = build_midi(tmp_path, type=0, tracks=[[on(60, 80), off(60), on(62, 80), off(62, t=480)]])
+    parsed = read_midi(path)
+    assert note_list(parsed) == [(0.0, 0.5, 62, 80)]
+    assert parsed.report.dropped["zero_length"] == 1
+
+
+# --- against an independent reference ----------------------------------------------------------
+
+MESSAGES = st.one_of(
+    st.builds(lambda t, n, v, c: on(n, v, t=t, channel=c), st.integers(0, 300),
+              st.sampled_from([60, 62, 64]), st.integers(1, 127), st.integers(0, 2)),
+    st.builds(lambda t, n, c, x: off(n, t=t, channel=c, explicit=x), st.integers(0, 300),
+              st.sampled_from([60, 62, 64]), st.integers(0, 2), st.booleans()),
+    st.builds(lambda t, b: tempo(b, t=t), st.integers(0, 300), st.sampled_from([60, 80, 120, 150])),
+    st.builds(lambda t: mido.Message("control_change", control=7, value=100, time=t),
+              st.integers(0, 300)))
+
+
+def _track_seconds(midi, index):
+    """(seconds, message) for one track of a type 1 file, through mido's own playback of that
+    track with every track's tempo changes (mido applies tempos from any track)."""
+    solo = mido.MidiFile(type=1, ticks_per_beat=midi.ticks_per_beat)
+    for i, track in enumerate(midi.tracks):  # in file order: at one tick the later tempo wins
+        if i == index:
+            solo.tracks.append(mido.MidiTrack(list(track) + [mido.MetaMessage("marker")]))
+            continue
+        tick, tempos = 0, []
+        for msg in track:
+            tick += msg.time
+            if msg.type == "set_tempo":
+                tempos.append(msg.copy(time=tick))
+        solo.tracks.append(mido.MidiTrack(
+            m.copy(time=m.time - (tempos[j - 1].time if j else 0)) for j, m in enumerate(tempos)))
+    now, timed = 0.0, []
+    for msg in solo:
+        now += msg.time
+        timed.append((now, msg))
+    return timed
+
+
+def _key_notes(timed_messages, end):
+    """One (channel, pitch) of one track: first in first out if every on gets an off; else an
+    off ends every note struck before it, and an orphan off with an on at its instant is that
+    on's own off. Notes left sounding end at ``end``."""
+    fifo, sounding = [], []
+    for now, msg in timed_messages:
+        if msg.type == "note_on" and msg.velocity > 0:
+            sounding.append((now, msg.velocity))
+        elif sounding:
+            start, velocity = sounding.pop(0)
+            fifo.append((start, now, velocity))
+    if not sounding:
+        return fifo
+    notes, sounding, orphan_at = [], [], None
+    for now, msg in timed_messages:
+        if msg.type == "note_on" and msg.velocity > 0:
+            if now == orphan_at:
+                orphan_at = None  # zero length: dropped below
+            else:
+                sounding.append((now, msg.velocity))
+        elif any(start < now for start, _ in sounding):
+            notes += [(start, now, v) for start, v in sounding if start < now]
+            sounding = [(start, v) for start, v in sounding if start >= now]
+        elif sounding:
+            sounding.pop(0)
+        else:
+            orphan_at = now
+    return notes + [(start, end, v) for start, v in sounding]
+
+
+def reference_notes(path):
+    """The reading rules, brute force: per (track, channel, pitch) pairing on mido's playback
+    in seconds, then the piano's rule on each pitch of the merged stream."""
+    midi = mido.MidiFile(path)
+    notes = []
+    for index in range(len(midi.tracks)):
+        timed = _track_seconds(midi, index)
+        end = next(now for now, msg in timed if msg.type == "marker")
+        keys = {(m.channel, m.note) for _, m in timed if m.type in ("note_on", "note_off")}
+        for channel, pitch in keys:
+            mine = [(now, m) for now, m in timed if m.type in ("note_on", "note_off")
+                    and (m.channel, m.note) == (channel, pitch)]
+            notes += [(s, e, pitch, v) for s, e, v in _key_notes(mine, end) if e > s]
+    merged = {}
+    for s, e, p, v in notes:  # struck at one instant on one pitch: the longest, the loudest
+        old = merged.get((s, p), (s, e, p, v))
+        merged[(s, p)] = (s, max(e, old[1]), p, max(v, old[3]))
+    out = []
+    for s, e, p, v in merged.values():
+        later = [s2 for s2, _, p2, _ in merged.values() if p2 == p and s < s2 < e]
+        out.append((round(s, 6), round(min([e] + later), 6), p, v))
+    return sorted(out)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tracks=st.lists(st.lists(MESSAGES, max_size=25), min_size=1, max_size=3))
+def test_type_1_files_agree_with_the_rules_worked_out_on_mido_playback(tmp_path, build_midi,
+                                                                       tracks):
+    # 500 ticks per beat: every tempo here gives whole microseconds per tick, so all times
+    # are whole microseconds and rounding to the microsecond compares them exactly
+    path = build_midi(tmp_path, tracks=tracks, name="random.mid", ticks_per_beat=500)
+    expected = reference_notes(path)
+    if not expected:
+        with pytest.raises(MidiInputError):
+            read_midi(path, Selection(**WIDE))
+        return
+    parsed = read_midi(path, Selection(**WIDE))
+    assert sorted(note_list(parsed)) == expected
+    assert events_to_notes(parsed.events)[0].tolist() == parsed.notes.tolist()
+
+
+def test_pedal_and_other_controllers_are_counted_not_read_as_notes(tmp_path, build_midi):
+    pedal = lambda value, t=0: mido.Message("control_change", control=64, value=value, time=t)  # noqa: E731
+    path = build_midi(tmp_path, tracks=[[
+        pedal(127), on(60, 80), off(60, t=480), pedal(0, t=480),
+        mido.Message("pitchwheel", pitch=100, time=0)]])
+    parsed = read_midi(path)
+    assert parsed.events.tolist() == [(60, 80, 0.0), (60, 0, 0.5)]
+    assert parsed.report.ignored_messages == {"control_change": 2, "pitchwheel": 1}
+    assert parsed.report.duration_s == 1.0  # the last pedal-up still counts for the length
+
+
+def test_sustain_pedal_holds_released_keys_until_it_comes_up_or_the_key_is_struck_again(
+        tmp_path, build_midi):
+    pedal = lambda value, t=0: mido.Message("control_change", control=64, value=value, time=t)  # noqa: E731
+    # 480 ppq at 120 bpm: 480 ticks = 0.5 s. Pedal down at 0 s, up at 2 s.
+    path = build_midi(tmp_path, tracks=[[
+        pedal(127), on(60, 80), on(64, 70), off(60, t=480), off(64, t=0),  # both keys up at 0.5 s
+        on(60, 90, t=480), off(60, t=240),  # key 60 struck again at 1.0 s, up at 1.25 s
+        pedal(0, t=720),  # pedal up at 2.0 s
+        on(67, 60, t=480), off(67, t=480)]])  # after the pedal: 2.5 s .. 3.0 s, unchanged
+    plain = read_midi(path).notes[["start_s", "end_s", "pitch"]].tolist()
+    assert plain == [(0.0, 0.5, 60), (0.0, 0.5, 64), (1.0, 1.25, 60), (2.5, 3.0, 67)]
+    parsed = read_midi(path, Selection(sustain_pedal=True))
+    assert parsed.notes[["start_s", "end_s", "pitch"]].tolist() == [
+        (0.0, 1.0, 60),  # held until the same key is struck again
+        (0.0, 2.0, 64),  # held until the pedal comes up
+        (1.0, 2.0, 60),
+        (2.5, 3.0, 67)]
+    assert parsed.report.fixed["held_by_pedal"] == 3
