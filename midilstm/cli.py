@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from .errors import MidiInputError
+from .errors import MidiInputError, ParameterError
 from .runs import add_run_commands  # papermill itself is imported only when a run starts
 
 DESCRIPTION = "Read MIDI files, train an LSTM on them and let it improvise (midilstm)."
@@ -59,8 +59,12 @@ def main(argv=None) -> int:
 def _inspect(args) -> int:
     from .parse import Selection, expand_sources, read_midi
 
-    selection = Selection(channels=args.channels, include_drums=args.drums,
-                          sustain_pedal=args.pedal, out_of_range=args.out_of_range)
+    try:
+        selection = Selection(channels=args.channels, include_drums=args.drums,
+                              sustain_pedal=args.pedal, out_of_range=args.out_of_range)
+    except ParameterError as err:  # e.g. --channels 16
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     paths = expand_sources(args.files)
     if not paths:
         print(f"error: no MIDI files found in {' '.join(args.files)}", file=sys.stderr)

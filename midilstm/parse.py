@@ -28,16 +28,20 @@ Usage::
 """
 from __future__ import annotations
 
+import contextlib
 import glob
+import reprlib
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import mido
 import numpy as np
 
+from .checks import is_int
 from .constants import DRUM_CHANNEL, PITCH_HIGH, PITCH_LOW
-from .errors import MidiInputError
+from .errors import MidiInputError, ParameterError
 from .events import NOTE_DTYPE, events_to_notes, fold_pitches, notes_to_events, strike_again
 from .pairing import pair_notes
 from .smf import ReadLimits, load_file, scan_messages
@@ -45,16 +49,19 @@ from .tempo import division_text, file_timing
 
 # Bump whenever the notes a file gives could change (caches of parsed files key on it).
 READER_VERSION = 2
+MAX_TRACK = 0xFFFF - 1  # a header counts tracks in 16 bits: the last is index 65534
 
 
 @dataclass(frozen=True)
 class Selection:
     """Which notes of a file to keep. Channels are 0-based (the drum channel "10" is 9).
 
-    ``channels``/``tracks``/``programs`` of ``None`` keep everything. Drums are left out unless
-    ``include_drums`` is set or channel 9 is asked for by name. ``out_of_range`` says what
-    happens to pitches outside [pitch_low, pitch_high]: ``"fold"`` moves them by octaves into
-    the range (the pitch class survives), ``"drop"`` removes the note.
+    ``channels``/``tracks``/``programs`` of ``None`` keep everything; otherwise one number or
+    any iterable of them (stored as a tuple). Drums are left out unless ``include_drums`` is
+    set or channel 9 is asked for by name. ``out_of_range`` says what happens to pitches
+    outside [pitch_low, pitch_high] (MIDI pitches, low <= high): ``"fold"`` moves them by
+    octaves into the range (the pitch class survives; the range must span an octave),
+    ``"drop"`` removes the note. A bad field raises ``ParameterError`` naming it.
     """
 
     channels: tuple[int, ...] | None = None
@@ -67,12 +74,54 @@ class Selection:
     pitch_high: int = PITCH_HIGH
 
     def __post_init__(self):
-        if self.out_of_range not in ("fold", "drop"):
-            raise ValueError(f"out_of_range must be 'fold' or 'drop', not {self.out_of_range!r}")
-        for name in ("channels", "tracks", "programs"):  # accept any iterable, store a tuple
+        """Check every field (``ParameterError`` naming it); store numbers as Python ints."""
+        for name, top, what in (("channels", 15, "channel"), ("tracks", MAX_TRACK, "track"),
+                                ("programs", 127, "program")):
             value = getattr(self, name)
-            if value is not None:
-                object.__setattr__(self, name, tuple(int(v) for v in np.atleast_1d(value)))
+            if value is not None:  # one number or any iterable of them, stored as a tuple
+                object.__setattr__(self, name, _whole_numbers(name, value, top, what))
+        for name in ("include_drums", "sustain_pedal"):
+            if not isinstance(getattr(self, name), bool):
+                raise ParameterError(name, f"must be true or false, "
+                                           f"not {reprlib.repr(getattr(self, name))}")
+        if self.out_of_range not in ("fold", "drop"):
+            raise ParameterError("out_of_range", f"must be 'fold' or 'drop', "
+                                                 f"not {reprlib.repr(self.out_of_range)}")
+        for name in ("pitch_low", "pitch_high"):
+            value = getattr(self, name)
+            if not is_int(value) or not 0 <= value <= 127:
+                raise ParameterError(name, f"must be a MIDI pitch, a whole number in 0..127, "
+                                           f"not {reprlib.repr(value)}")
+            object.__setattr__(self, name, int(value))
+        self._check_pitch_range()
+
+    def _check_pitch_range(self):
+        low, high = self.pitch_low, self.pitch_high
+        if low > high:
+            raise ParameterError("pitch_low", f"{low} is above pitch_high {high}: the range "
+                                              f"pitch_low..pitch_high would hold no pitch")
+        if self.out_of_range == "fold" and high - low < 11:
+            # Folding moves a pitch by octaves: a range narrower than an octave lacks some
+            # pitch classes, and their notes would stay outside it.
+            raise ParameterError("out_of_range", f"'fold' needs a range of at least 12 pitches "
+                                                 f"(one octave), but pitch_low..pitch_high is "
+                                                 f"{low}..{high}: widen it or use 'drop'")
+
+
+def _whole_numbers(name: str, value, top: int, what: str) -> tuple[int, ...]:
+    """``value`` (one number or an iterable of them) as a non-empty tuple of ints in 0..top."""
+    items = None
+    if is_int(value):
+        items = (value,)
+    elif isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
+        with contextlib.suppress(TypeError):  # a 0-d numpy array is Iterable but not iterable
+            items = tuple(value)
+    if items is None or not all(is_int(v) and 0 <= v <= top for v in items):
+        raise ParameterError(name, f"must be None or whole numbers in 0..{top} (0-based), "
+                                   f"not {reprlib.repr(value)}")
+    if not items:
+        raise ParameterError(name, f"must name at least one {what}, or be None for every one")
+    return tuple(int(v) for v in items)
 
 
 @dataclass

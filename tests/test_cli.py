@@ -79,6 +79,13 @@ def test_inspect_folder_and_options(tmp_path, two_files, capsys):
     assert json.loads(capsys.readouterr().out)["kept_notes"] == 2
 
 
+def test_inspect_refuses_a_bad_channel_in_one_line(two_files, capsys):
+    assert main(["inspect", str(two_files[0]), "--channels", "16"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == ("error: parameter channels: must be None or whole numbers in "
+                                 "0..15 (0-based), not [16]\n")
+
+
 def test_inspect_summary_text(two_files, capsys):
     assert main(["inspect", str(two_files[0])]) == 0
     out = capsys.readouterr().out

@@ -7,12 +7,13 @@ import hashlib
 from pathlib import Path
 
 import mido
+import numpy as np
 import pytest
 
 from conftest import off, on, program, tempo
 from helpers_parse import note_list
-from midilstm.errors import MidiInputError
-from midilstm.events import events_to_notes
+from midilstm.errors import MidiInputError, ParameterError
+from midilstm.events import events_to_notes, fold_pitches
 from midilstm.parse import READER_VERSION, Selection, read_midi, read_midi_files
 
 
@@ -62,11 +63,6 @@ def test_no_notes_on_channel_0_still_works_by_default(tmp_path, build_midi):
     assert "channel 3: 1 notes, programs [71]" in str(err.value)
 
 
-def test_selection_accepts_any_iterable_and_refuses_unknown_policy():
-    assert Selection(channels=[0, 1]).channels == (0, 1)
-    assert Selection(tracks=3).tracks == (3,)
-    with pytest.raises(ValueError):
-        Selection(out_of_range="clip")
 
 
 def test_programs_follow_program_changes_in_time(tmp_path, build_midi):
@@ -107,6 +103,69 @@ def test_fold_to_a_custom_range(tmp_path, build_midi):
                        Selection(pitch_low=48, pitch_high=72))
     assert parsed.notes["pitch"].tolist() == [48, 59, 60, 65, 72]
     assert parsed.report.fixed["folded_pitch"] == 4
+
+
+# --- checking a Selection ------------------------------------------------------------------
+
+def test_selection_stores_any_iterable_of_whole_numbers_as_python_ints():
+    selection = Selection(channels=[0, 1], tracks=3, programs=range(2),
+                          pitch_low=np.int64(0), pitch_high=np.uint8(127))
+    assert (selection.channels, selection.tracks, selection.programs) == ((0, 1), (3,), (0, 1))
+    from_numpy = Selection(channels=np.array([9, 0]))
+    assert from_numpy.channels == (9, 0)
+    assert all(type(v) is int for v in from_numpy.channels + (selection.pitch_low,))
+    assert repr(selection) == repr(Selection(channels=(0, 1), tracks=(3,), programs=(0, 1),
+                                             pitch_low=0, pitch_high=127))  # caches key on it
+
+
+BAD_SELECTIONS = [  # (fields, the field named, what the message says)
+    (dict(channels=[16]), "channels", "whole numbers in 0..15 (0-based), not [16]"),
+    (dict(channels=[-1]), "channels", "whole numbers in 0..15"),
+    (dict(channels="0"), "channels", "not '0'"),
+    (dict(channels=[0.0]), "channels", "not [0.0]"),
+    (dict(channels=[True]), "channels", "not [True]"),
+    (dict(channels=np.array(3)), "channels", "not array(3)"),
+    (dict(channels=[]), "channels", "must name at least one channel, or be None for every one"),
+    (dict(tracks=-1), "tracks", "whole numbers in 0..65534 (0-based), not -1"),
+    (dict(tracks=()), "tracks", "at least one track"),
+    (dict(programs=[128]), "programs", "whole numbers in 0..127 (0-based), not [128]"),
+    (dict(programs=1.5), "programs", "not 1.5"),
+    (dict(include_drums=1), "include_drums", "must be true or false, not 1"),
+    (dict(sustain_pedal="yes"), "sustain_pedal", "must be true or false, not 'yes'"),
+    (dict(out_of_range="clip"), "out_of_range", "must be 'fold' or 'drop', not 'clip'"),
+    (dict(pitch_low=-1), "pitch_low", "a whole number in 0..127, not -1"),
+    (dict(pitch_high=128), "pitch_high", "a whole number in 0..127, not 128"),
+    (dict(pitch_high=100.0), "pitch_high", "not 100.0"),
+    (dict(pitch_low=72, pitch_high=48), "pitch_low",
+     "72 is above pitch_high 48: the range pitch_low..pitch_high would hold no pitch"),
+    (dict(pitch_low=60, pitch_high=70), "out_of_range",
+     "'fold' needs a range of at least 12 pitches (one octave), but pitch_low..pitch_high is "
+     "60..70: widen it or use 'drop'"),
+]
+
+
+@pytest.mark.parametrize("fields, name, reason", BAD_SELECTIONS,
+                         ids=[f"{n}:{i}" for i, (_, n, _) in enumerate(BAD_SELECTIONS)])
+def test_a_bad_selection_field_is_refused_in_one_line_naming_it(fields, name, reason):
+    with pytest.raises(ParameterError) as err:
+        Selection(**fields)
+    message = str(err.value)
+    assert err.value.name == name
+    assert message.startswith(f"parameter {name}: ") and "\n" not in message
+    assert reason in message
+    assert isinstance(err.value, ValueError)  # what callers caught before
+
+
+def test_fold_needs_an_octave_and_a_one_octave_range_holds_every_pitch(tmp_path, build_midi):
+    # Why a narrower range is refused: B (59) has no place in 60..70, so folding leaves it out.
+    assert fold_pitches(np.array([59]), 60, 70).tolist() == [71]
+    path = out_of_range_file(tmp_path, build_midi)  # pitches 12, 23, 60, 113, 120 in turn
+    folded = read_midi(path, Selection(pitch_low=60, pitch_high=71))
+    assert folded.notes["pitch"].tolist() == [60, 71, 60, 65, 60]
+    assert folded.report.fixed["folded_pitch"] == 4
+    dropped = read_midi(path, Selection(pitch_low=60, pitch_high=70, out_of_range="drop"))
+    assert dropped.notes["pitch"].tolist() == [60]
+    assert dropped.report.dropped["out_of_range"] == 4
 
 
 # --- the report ----------------------------------------------------------------------------
