@@ -43,6 +43,7 @@ class Improviser:
                              f"but the codec encodes {tuple(codec.sizes)}: not a pair")
         self.sampling = sampling.with_limits(codec)  # the learned limits, as numbers (0: off)
         self.knobs = self.sampling.knobs()
+        self._packed_knobs = tuple(self.knobs)  # what sample_step takes fastest
         self.codec, self.n = codec, n_variations
         self.rng = np.random.default_rng(seed)
         self.stepper = model.stepper(n_variations)
@@ -116,7 +117,7 @@ class Improviser:
         the codes (a buffer reused by the next call)."""
         if not self.fed:
             raise RuntimeError("prime the improviser with at least one event first")
-        sample_step(self.logits, self.sizes, self.knobs, self.sounding_since, self.now_s,
+        sample_step(self.logits, self.sizes, self._packed_knobs, self.sounding_since, self.now_s,
                     uniforms, self._codes, self._probs)
         return self.feed(self._codes, end_held=True)
 

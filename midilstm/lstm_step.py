@@ -76,6 +76,7 @@ class LSTMStepper:
 
     def __init__(self, model, n_streams: int):
         self.weights = lstm_weights(model)
+        self._packed = tuple(self.weights)  # what lstm_step takes fastest
         layers, hidden = model.config.num_layers, model.config.hidden_size
         self.h = np.zeros((layers, n_streams, hidden), np.float32)
         self.c = np.zeros_like(self.h)
@@ -83,7 +84,7 @@ class LSTMStepper:
 
     def step(self, codes, sounding_since, key) -> np.ndarray:
         if len(codes) < BLAS_STREAMS:
-            lstm_step(codes, self.h, self.c, self.weights, sounding_since, key, self.logits)
+            lstm_step(codes, self.h, self.c, self._packed, sounding_since, key, self.logits)
         else:  # torch's products on one thread: numpy's OpenBLAS runs a thread per core, and on
             with torch_threads(1):  # a busy machine they spin-wait (64 streams 7-16x slower)
                 lstm_products(codes, self.h, self.c, self.weights, sounding_since, key,
@@ -115,72 +116,84 @@ def _times(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @njit(cache=True, fastmath=_SUM_MATH)
 def lstm_step(codes, h, c, w, sounding_since, key, logits):
-    """``lstm_products`` as loops, one stream after the other (``w``: ``LSTMWeights``)."""
+    """``lstm_products`` as loops, one stream after the other. ``w``: ``LSTMWeights``, or
+    ``tuple(weights)``, a microsecond cheaper per call (numba types a plain tuple in C)."""
+    table_p, table_v, table_t, table_s, table_k, w_ih, w_hh, bias, head_w, head_b = w
     layers, streams, hidden = h.shape
     if not _shapes_agree(codes, h, c, w, sounding_since, key, logits):
         raise ValueError("lstm_step: the arrays' shapes disagree with the weights'")
     for b in range(streams):
-        if not (0 <= codes[b, 0] < w.table_p.shape[0] and 0 <= codes[b, 1] < w.table_v.shape[0]
-                and 0 <= codes[b, 2] < w.table_t.shape[0]):
+        if not (0 <= codes[b, 0] < table_p.shape[0] and 0 <= codes[b, 1] < table_v.shape[0]
+                and 0 <= codes[b, 2] < table_t.shape[0]):
             raise ValueError("lstm_step: a code is outside its head's classes")
     gates = np.empty(4 * hidden, np.float32)
-    held = np.empty(w.table_s.shape[0], np.int64)
-    shares = np.zeros(w.table_k.shape[0], np.float32)
+    held = np.empty(table_s.shape[0], np.int64)
+    shares = np.zeros(table_k.shape[0], np.float32)
     for b in range(streams):
         n_held = 0
-        for pitch in range(w.table_s.shape[0]):
+        for pitch in range(table_s.shape[0]):
             if not np.isnan(sounding_since[b, pitch]):
                 held[n_held] = pitch
                 n_held += 1
-        total = key[b].sum() if w.table_k.shape[0] else 0.0
-        for k in range(w.table_k.shape[0]):
+        total = key[b].sum() if table_k.shape[0] else 0.0
+        for k in range(table_k.shape[0]):
             shares[k] = key[b, k] / total if total > 0 else 0.0
+        # Layer 0's input projection: a sum of table rows, added row by row (walking down a
+        # column instead strides across rows, and its speed then depends on where they lie).
+        for j in range(4 * hidden):
+            gates[j] = table_p[codes[b, 0], j] + table_v[codes[b, 1], j] + table_t[codes[b, 2], j]
+        for k in range(n_held):
+            _add_row(gates, 1.0, table_s[held[k]])
+        for k in range(table_k.shape[0]):
+            _add_row(gates, shares[k], table_k[k])
         for layer in range(layers):
             for j in range(4 * hidden):
-                if layer == 0:  # one-hot input: table rows instead of a product
-                    x = (w.table_p[codes[b, 0], j] + w.table_v[codes[b, 1], j]
-                         + w.table_t[codes[b, 2], j])
-                    for k in range(n_held):
-                        x += w.table_s[held[k], j]
-                    for k in range(w.table_k.shape[0]):
-                        x += shares[k] * w.table_k[k, j]
+                if layer == 0:
+                    x = gates[j]
                 else:
-                    x = w.bias[layer, j] + _dot(w.w_ih[layer - 1, j], h[layer - 1, b])
-                gates[j] = _tanh(x + _dot(w.w_hh[layer, j], h[layer, b]))
+                    x = bias[layer, j] + _dot(w_ih[layer - 1, j], h[layer - 1, b])
+                gates[j] = _tanh(x + _dot(w_hh[layer, j], h[layer, b]))
             for k in range(hidden):  # gates hold tanh: i, f, o = 2*sigmoid - 1
                 i, f = gates[k], gates[hidden + k]
                 g, o = gates[2 * hidden + k], gates[3 * hidden + k]
                 c[layer, b, k] = 0.5 * ((f + 1) * c[layer, b, k] + (i + 1) * g)
                 h[layer, b, k] = 0.5 * (o + 1) * _tanh(c[layer, b, k])
-        for j in range(w.head_w.shape[0]):
-            logits[b, j] = w.head_b[j] + _dot(w.head_w[j], h[layers - 1, b])
+        for j in range(head_w.shape[0]):
+            logits[b, j] = head_b[j] + _dot(head_w[j], h[layers - 1, b])
 
 
 @njit(cache=True)
 def _shapes_agree(codes, h, c, w, sounding_since, key, logits):
+    table_p, table_v, table_t, table_s, table_k, w_ih, w_hh, bias, head_w, head_b = w
     layers, streams, hidden = h.shape
     gates = 4 * hidden
     return (layers >= 1 and c.shape == h.shape and codes.shape[0] == streams
             and codes.shape[1] == 3
-            and w.table_p.shape[1] == gates and w.table_v.shape[1] == gates
-            and w.table_t.shape[1] == gates and w.table_s.shape[1] == gates
-            and w.table_k.shape[1] == gates
-            and w.w_ih.shape[0] >= layers - 1 and w.w_ih.shape[1] == gates
-            and w.w_ih.shape[2] == hidden
-            and w.w_hh.shape[0] == layers and w.w_hh.shape[1] == gates
-            and w.w_hh.shape[2] == hidden
-            and w.bias.shape[0] == layers and w.bias.shape[1] == gates
-            and w.head_w.shape[1] == hidden and w.head_b.shape[0] == w.head_w.shape[0]
-            and logits.shape[0] == streams and logits.shape[1] == w.head_w.shape[0]
+            and table_p.shape[1] == gates and table_v.shape[1] == gates
+            and table_t.shape[1] == gates and table_s.shape[1] == gates
+            and table_k.shape[1] == gates
+            and w_ih.shape[0] >= layers - 1 and w_ih.shape[1] == gates
+            and w_ih.shape[2] == hidden
+            and w_hh.shape[0] == layers and w_hh.shape[1] == gates
+            and w_hh.shape[2] == hidden
+            and bias.shape[0] == layers and bias.shape[1] == gates
+            and head_w.shape[1] == hidden and head_b.shape[0] == head_w.shape[0]
+            and logits.shape[0] == streams and logits.shape[1] == head_w.shape[0]
             and sounding_since.shape[0] == streams and key.shape[0] == streams
-            and (w.table_s.shape[0] == 0 or w.table_s.shape[0] == sounding_since.shape[1])
-            and (w.table_k.shape[0] == 0 or w.table_k.shape[0] == key.shape[1]))
+            and (table_s.shape[0] == 0 or table_s.shape[0] == sounding_since.shape[1])
+            and (table_k.shape[0] == 0 or table_k.shape[0] == key.shape[1]))
 
 
 @njit(cache=True)
 def _tanh(x):
     """tanh through exp, which compiles to a call four times cheaper than tanh's."""
     return 2.0 / (1.0 + np.exp(-2.0 * x)) - 1.0
+
+
+@njit(cache=True, fastmath=_SUM_MATH)
+def _add_row(out, weight, row):
+    for j in range(out.shape[0]):  # callers check that row is as long
+        out[j] += weight * row[j]
 
 
 @njit(cache=True, fastmath=_SUM_MATH)

@@ -199,24 +199,25 @@ def sample_step(logits, sizes, knobs, sounding_since, now_s, uniforms, codes, pr
     """``reference_step`` for every stream, as loops compiled by numba: Python's overhead on
     a few hundred tiny operations per step would cost far more than their arithmetic. Writes
     ``codes`` (streams, 3) and the distributions sampled from into ``probs`` (streams,
-    classes); ``knobs``: ``SamplingConfig.knobs()``; a silent pitch has ``sounding_since``
-    NaN. The note held too long is ``midilstm.sounding.track_notes``'s (it keeps the clock).
+    classes); ``knobs``: ``SamplingConfig.knobs()``, or its ``tuple()``, a microsecond cheaper
+    per call (numba types a plain tuple in C); a silent pitch has ``sounding_since`` NaN. The
+    note held too long is ``midilstm.sounding.track_notes``'s (it keeps the clock).
 
     Compiled loops do not check their indices: the shapes are checked first, and a mismatch
     raises ``ValueError`` instead of reading or writing out of bounds."""
+    temperature, top_k, top_p, max_polyphony, _ = knobs  # max_note_s: track_notes's
     streams, outputs = logits.shape
     if not (len(sizes) == 3 and sizes[0] >= 1 and sizes[1] >= 1 and sizes[2] >= 1
             and sizes[0] + sizes[1] + sizes[2] == outputs and probs.shape == logits.shape
-            and len(knobs.temperature) == 3 and sounding_since.shape[0] == streams
+            and len(temperature) == 3 and sounding_since.shape[0] == streams
             and sounding_since.shape[1] == sizes[0] and now_s.shape[0] == streams
             and uniforms.shape[0] == streams and uniforms.shape[1] == 3
             and codes.shape[0] == streams and codes.shape[1] == 3):
         raise ValueError("sample_step: the arrays' shapes disagree with the sizes")
     v0, t0 = sizes[0], sizes[0] + sizes[1]
-    temperature, top_k, top_p = knobs.temperature, knobs.top_k, knobs.top_p
     for b in range(streams):
         playing = sounding_since[b]
-        full = 0 < knobs.max_polyphony <= np.sum(~np.isnan(playing))
+        full = 0 < max_polyphony <= np.sum(~np.isnan(playing))
         _distribution(logits[b, v0:t0], temperature[1], ONLY_OFF if full else OFF_NEEDS_A_NOTE,
                       playing, top_k, top_p, probs[b, v0:t0])
         velocity = _draw(probs[b, v0:t0], uniforms[b, 1])
