@@ -28,6 +28,7 @@ DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
 MAX_HIDDEN = 4096
 MAX_LAYERS = 8
 MAX_EMBEDDING = 1024
+MAX_CONTEXT = 4096  # events a transformer looks back
 MAX_CLASSES = 4096
 INPUT_MODES = ("one_hot", "embedding")
 

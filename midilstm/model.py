@@ -4,8 +4,9 @@ Input at step t is the event (pitch, velocity, time class); output is the log-pr
 each class of the *next* event, one head per component. ``ModelConfig`` describes a network
 (``arch`` names the architecture; ``ARCHITECTURES`` maps each to its class) and ``build(config)``
 makes it. The course's network is the lesson's LSTM (``midilstm.lstm``); by default it is
-exactly the lesson's model: one-hot inputs (89 + 128 + 12 numbers), one LSTM layer of 128
-units, dropout 0.2, one linear layer split into the three heads.
+the lesson's model: one-hot inputs (89 + 128 + 12 numbers), one LSTM layer of 128 units,
+dropout 0.2, one linear layer split into the three heads. ``arch="transformer"`` gives a causal
+Transformer over the same inputs and heads instead (``midilstm.transformer``).
 
 ``EventModel`` holds what does not depend on the architecture. The inputs: one-hot input times
 a weight matrix selects one column of the matrix per component, so ``W @ onehot`` is the same as
@@ -33,13 +34,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from .checks import is_int, is_number
-from .constants import INPUT_MODES, MAX_CLASSES, MAX_EMBEDDING, MAX_HIDDEN, MAX_LAYERS
+from .constants import (INPUT_MODES, MAX_CLASSES, MAX_CONTEXT, MAX_EMBEDDING, MAX_HIDDEN,
+                        MAX_LAYERS)
 from .errors import ParameterError
 from .sounding import N_PITCH_CLASSES, Held, key_profiles, key_shares, sounding_flags
 
 
 # Each architecture's module and class, imported only when built.
-ARCHITECTURES = {"lstm": "midilstm.lstm:NoteLSTM"}
+ARCHITECTURES = {"lstm": "midilstm.lstm:NoteLSTM",
+                 "transformer": "midilstm.transformer:NoteTransformer"}
 
 
 def build(config: "ModelConfig") -> nn.Module:
@@ -62,6 +65,8 @@ class ModelConfig:
     embedding_dim: int = 32  # per component, only for input_mode="embedding"
     sounding_input: bool = True  # also read which pitches sound (False: the lesson's inputs)
     key_input: bool = True  # also read the key profile of the recent notes (False: the lesson's)
+    heads: int = 4  # transformer only: attention heads (they split hidden_size)
+    context: int = 128  # transformer only: how many events back each event can see
 
     def __post_init__(self):
         if self.arch not in ARCHITECTURES:
@@ -76,11 +81,15 @@ class ModelConfig:
             raise ParameterError("sizes", f"must be three class counts in 1..{MAX_CLASSES}, "
                                           f"not {reprlib.repr(sizes)}")
         for name, top in (("hidden_size", MAX_HIDDEN), ("num_layers", MAX_LAYERS),
-                          ("embedding_dim", MAX_EMBEDDING)):
+                          ("embedding_dim", MAX_EMBEDDING), ("heads", MAX_HIDDEN),
+                          ("context", MAX_CONTEXT)):
             value = getattr(self, name)
             if not is_int(value) or not 1 <= value <= top:
                 raise ParameterError(name, f"must be an integer in 1..{top}, "
                                            f"not {reprlib.repr(value)}")
+        if self.arch == "transformer" and self.hidden_size % self.heads:
+            raise ParameterError("heads", f"must divide hidden_size {self.hidden_size}, "
+                                          f"not {self.heads}")
         if not is_number(self.dropout) or not 0 <= self.dropout < 1:
             raise ParameterError("dropout", f"must be a number in [0, 1), "
                                             f"not {reprlib.repr(self.dropout)}")
