@@ -224,7 +224,7 @@ def _variants(config: ModelConfig):
         elif isinstance(value, bool):
             options = [not value]
         elif isinstance(value, int):
-            options = [value + 1, value - 1]
+            options = [value + 1, value - 1, value * 2]  # * 2: a width heads must divide
         elif f.name == "input_mode":
             options = [m for m in INPUT_MODES if m != value]
         else:
