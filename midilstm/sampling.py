@@ -78,6 +78,9 @@ class SamplingConfig:
         value = getattr(self, f"temperature_{head}")
         return self.temperature if value is None else value
 
+    def to_dict(self) -> dict:
+        return asdict(self)
+
     def knobs(self) -> "Knobs":
         """The controls as the sampling step takes them; the limits must be numbers
         (``with_limits``)."""
@@ -102,9 +105,6 @@ class Knobs(NamedTuple):
     top_p: float  # 1.0: every class
     max_polyphony: int  # 0: no limit
     max_note_s: float  # inf: no note is too long
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # --- the sampling recipe, written plainly (compiled, it is sample_step below) -----------------

@@ -568,6 +568,7 @@ def test_the_texture_limits_are_learned_switched_off_or_set():
     assert default.with_limits(old).max_note_s == 5.0 and default.with_limits(old).max_polyphony == 0
     improviser = Improviser(MODEL, CODEC)
     assert improviser.sampling == learned  # the improviser resolves them itself
+    assert SamplingConfig(**learned.to_dict()) == learned  # what a run records rebuilds it
     with pytest.raises(ValueError, match="with_limits"):
         reference_step([np.zeros(n) for n in CODEC.sizes], improviser.sounding_since[0], 0.0,
                        default, [0.5, 0.5, 0.5])
