@@ -25,6 +25,9 @@ DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
 
 # Sane bounds on a model (the lesson's: 128 units, 1 layer), checked by ModelConfig, so that a
 # tampered checkpoint or a typo cannot ask for gigabytes.
+# Each network ModelConfig.arch may name: its module and class, imported only when built.
+ARCHITECTURES = {"lstm": "midilstm.lstm:NoteLSTM",
+                 "transformer": "midilstm.transformer:NoteTransformer"}
 MAX_HIDDEN = 4096
 MAX_LAYERS = 8
 MAX_EMBEDDING = 1024

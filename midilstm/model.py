@@ -34,15 +34,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from .checks import is_int, is_number
-from .constants import (INPUT_MODES, MAX_CLASSES, MAX_CONTEXT, MAX_EMBEDDING, MAX_HIDDEN,
-                        MAX_LAYERS)
+from .constants import (ARCHITECTURES, INPUT_MODES, MAX_CLASSES, MAX_CONTEXT, MAX_EMBEDDING,
+                        MAX_HIDDEN, MAX_LAYERS)
 from .errors import ParameterError
 from .sounding import N_PITCH_CLASSES, Held, key_profiles, key_shares, sounding_flags
-
-
-# Each architecture's module and class, imported only when built.
-ARCHITECTURES = {"lstm": "midilstm.lstm:NoteLSTM",
-                 "transformer": "midilstm.transformer:NoteTransformer"}
 
 
 def build(config: "ModelConfig") -> nn.Module:

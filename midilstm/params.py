@@ -21,8 +21,8 @@ import re
 from dataclasses import dataclass
 
 from .checks import is_int, is_number
-from .constants import (DEVICE_PATTERN, INPUT_MODES, MAX_BPM, MAX_HIDDEN, MAX_LAYERS,
-                        MAX_NOTE_S, MAX_POLYPHONY, MIN_BPM)
+from .constants import (ARCHITECTURES, DEVICE_PATTERN, INPUT_MODES, MAX_BPM, MAX_CONTEXT,
+                        MAX_HIDDEN, MAX_LAYERS, MAX_NOTE_S, MAX_POLYPHONY, MIN_BPM)
 from .errors import ParameterError
 
 SERIES = ("01_parse", "02_encode", "03_train", "04_generate", "05_evaluate")
@@ -110,8 +110,12 @@ PARAMETERS: dict[str, Spec] = {
     "val_fraction": Spec("float", (P02,), "share held out for validation", low=0, high=1,
                          open_low=True, open_high=True),
     # 03_train
-    "hidden_size": Spec("int", (P03,), "LSTM units", low=1, high=MAX_HIDDEN),
-    "num_layers": Spec("int", (P03,), "stacked LSTM layers", low=1, high=MAX_LAYERS),
+    "arch": Spec("str", (P03,), "the network", choices=tuple(ARCHITECTURES)),
+    "hidden_size": Spec("int", (P03,), "LSTM units or transformer width", low=1, high=MAX_HIDDEN),
+    "num_layers": Spec("int", (P03,), "stacked LSTM layers or transformer blocks", low=1,
+                       high=MAX_LAYERS),
+    "heads": Spec("int", (P03,), "transformer attention heads", low=1, high=MAX_HIDDEN),
+    "context": Spec("int", (P03,), "events a transformer looks back", low=1, high=MAX_CONTEXT),
     "input_mode": Spec("str", (P03,), "how classes enter the LSTM", choices=INPUT_MODES),
     "sounding_input": Spec("bool", (P03,), "the LSTM also reads which pitches are sounding"),
     "key_input": Spec("bool", (P03,), "the LSTM also reads the key profile of the recent notes"),
