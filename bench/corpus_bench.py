@@ -55,7 +55,8 @@ from midilstm.baselines import baseline_table  # noqa: E402
 from midilstm.checkpoint import load_checkpoint  # noqa: E402
 from midilstm.batch import CorpusTrainConfig, train_corpus  # noqa: E402
 from midilstm.codec import EventCodec  # noqa: E402
-from midilstm.corpus import Corpus, load_corpus, read_corpus, split_names  # noqa: E402
+from midilstm.corpus import Corpus, load_corpus, read_corpus  # noqa: E402
+from midilstm.data import split_names  # noqa: E402
 from midilstm.events import events_to_notes  # noqa: E402
 from midilstm.files import write_json_atomic  # noqa: E402
 from midilstm.model import ModelConfig  # noqa: E402
@@ -206,9 +207,9 @@ def corpus_run(directory: Path, seconds: float, processes: int = 1, steps: int |
         ckpt = load_checkpoint(f"{tmp}/m.pt")
     history = ckpt.history
     return {"events_per_s": statistics.median(h["events_per_s"] for h in history),
-            "val_nll": history[-1]["val"]["nll"], "seconds": history[-1]["seconds"],
+            "val_nll": history[-1]["val"]["nll"], "seconds": history[-1]["elapsed_s"],
             "processes": processes, "precision": ckpt.params["precision"],
-            "curve": [(h["seconds"], h["val"]["nll"]) for h in history]}
+            "curve": [(h["elapsed_s"], h["val"]["nll"]) for h in history]}
 
 
 def busy_loops(n: int):

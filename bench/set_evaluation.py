@@ -16,7 +16,7 @@ real against held-out real as the ceiling; and the same against training real as
   have that weakness. Generated: ``--n`` variations from the piece's first 30 events (as
   notebook 04: temperature 1, top-p 0.95).
 * **Corpus**: the checkpoint of ``python -m midilstm train`` on the corpus folder; excerpts of
-  ``--corpus-length`` events from whole held-out pieces (the checkpoint's ``val_pieces``) and
+  ``--corpus-length`` events from whole held-out pieces (the checkpoint's ``held_out``) and
   from training pieces; generated: 10 variations from each of the first 30 events of 10
   held-out pieces (one primer would put every sample in one key).
 

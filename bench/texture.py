@@ -143,7 +143,7 @@ def dataset(name: str) -> dict:
         return _DATA[name]
     if name == "bach":
         corpus = load_corpus(BACH_EVENTS)
-        from midilstm.corpus import split_names
+        from midilstm.data import split_names
         train_idx, val_idx = split_names(corpus.names)
         train_events = [corpus.piece(i) for i in train_idx]
         val_events = [np.asarray(corpus.piece(i)) for i in val_idx]

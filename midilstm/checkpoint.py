@@ -42,6 +42,7 @@ class Checkpoint:
     best_epoch: int = -1
     params: dict = field(default_factory=dict)  # whatever the caller wants kept (run knobs)
     data_hashes: list = field(default_factory=list)
+    held_out: list = field(default_factory=list)  # names of the pieces validation held out
     versions: dict = field(default_factory=dict)
     optimizer_state: dict | None = None  # to resume training
 
@@ -56,6 +57,7 @@ class Checkpoint:
             "best_epoch": self.best_epoch,
             "params": self.params,
             "data_hashes": list(self.data_hashes),
+            "held_out": [str(name) for name in self.held_out],
             "versions": self.versions or library_versions(),
             "optimizer_state": self.optimizer_state,
         }
@@ -89,13 +91,15 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> Checkpoint:
     model.to(device).eval()
     meta = {name: _in_memory(path, payload.get(name, default))
             for name, default in OPTIONAL.items()}
+    if not all(isinstance(name, str) for name in meta["held_out"]):
+        raise CheckpointError(path, "held_out must list piece names (strings)")
     return Checkpoint(model=model, codec=codec, **meta)
 
 
 # Payload entries besides the four required ones, with their types and defaults.
 REQUIRED = {"format_version": int, "model_config": dict, "model_state": dict, "codec": dict}
 OPTIONAL = {"train_config": {}, "history": [], "best_epoch": -1, "params": {},
-            "data_hashes": [], "versions": {}, "optimizer_state": None}
+            "data_hashes": [], "held_out": [], "versions": {}, "optimizer_state": None}
 
 
 def _read_payload(path) -> dict:

@@ -111,30 +111,6 @@ def load_corpus(directory, mmap: bool = True) -> Corpus:
                   duplicates=[tuple(d) for d in manifest["duplicates"]], stats=manifest["stats"])
 
 
-def is_held_out(name: str, val_fraction: float = 0.1) -> bool:
-    """Whether a piece belongs to validation: a fixed hash of its file name, so the split does
-    not depend on which other files are in the corpus or on their order."""
-    return _name_fraction(name) < val_fraction
-
-
-def split_names(names, val_fraction: float = 0.1) -> tuple[list, list]:
-    """Indices ``(train, val)`` of whole pieces, held out by ``is_held_out``. With two or more
-    pieces each side gets at least one (the piece whose hash is nearest the cut moves)."""
-    names = list(names)
-    val = [i for i, n in enumerate(names) if is_held_out(n, val_fraction)]
-    if len(names) >= 2 and not val:
-        val = [min(range(len(names)), key=lambda i: _name_fraction(names[i]))]
-    if len(names) >= 2 and len(val) == len(names):
-        val.remove(max(val, key=lambda i: _name_fraction(names[i])))
-    held = set(val)
-    return [i for i in range(len(names)) if i not in held], val
-
-
-def _name_fraction(name: str) -> float:
-    digest = hashlib.sha256(Path(name).name.encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
 def default_cache_dir() -> Path:
     """``$MIDILSTM_CACHE``, else ``$XDG_CACHE_HOME/midilstm``, else ``~/.cache/midilstm``."""
     if os.environ.get("MIDILSTM_CACHE"):

@@ -2,7 +2,8 @@
 
 The lesson shuffles overlapping 30-event windows and holds out 1/10 of them: every validation
 window shares 29 events with training windows, so its loss says little. Here validation is a
-held-out *contiguous* part: the end of the piece, or whole pieces when there are several.
+held-out *contiguous* part: the end of the piece, or whole pieces when there are several,
+chosen by a hash of their names (``split``: one rule, for the notebooks and a corpus alike).
 Training cuts each piece into contiguous sequences (never across pieces) and learns from
 every step of each one.
 
@@ -15,6 +16,10 @@ line, and ``midilstm.train.train`` trains without early stopping.
 """
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 
 from .checks import is_number
@@ -24,31 +29,72 @@ NO_VALIDATION = "none: too little music"  # what a history without validation sa
 MIN_SIDE_EVENTS = 2  # each side of a split needs one prediction: an event and the one before it
 
 
-def split_pieces(pieces: list, val_fraction: float = 0.1, seed: int = 0):
-    """Split event (or code) arrays into ``(train, val)`` lists without leakage.
+@dataclass(frozen=True)
+class Split:
+    """Training and validation pieces, with their names (``split``)."""
+
+    train: list
+    val: list
+    train_names: list
+    val_names: list
+
+
+def split(pieces: list, names=None, val_fraction: float = 0.1, seed: int = 0) -> Split:
+    """The one split rule, for a few pieces and a corpus alike, without leakage.
 
     One piece: its last ``val_fraction`` (contiguous) is validation; a piece shorter than
-    ``min_events_for_validation(val_fraction)`` is all training and validation is ``[]``.
-    Several pieces: whole pieces are held out (a seeded choice of about ``val_fraction`` of
-    them, at least one, never all).
+    ``min_events_for_validation(val_fraction)`` is all training and validation is empty.
+    Several pieces: whole pieces are held out, chosen by ``split_names``. ``names``: one per
+    piece (file names; default ``piece_0``, ``piece_1``, ...).
     """
-    _check_fraction(val_fraction)
+    check_fraction(val_fraction)
     if len(pieces) == 0:
         raise ParameterError("pieces", "no pieces to split")
+    names = [f"piece_{i}" for i in range(len(pieces))] if names is None else list(names)
+    if len(names) != len(pieces):
+        raise ParameterError("names", f"{len(names)} names for {len(pieces)} pieces")
     if len(pieces) == 1:
-        piece = pieces[0]
+        piece, name = pieces[0], names[0]
         if len(piece) < min_events_for_validation(val_fraction):
-            return [piece], []
+            return Split([piece], [], [name], [])
         cut = _cut(len(piece), val_fraction)
-        return [piece[:cut]], [piece[cut:]]
-    n_val = min(len(pieces) - 1, max(1, int(round(len(pieces) * val_fraction))))
-    held_out = set(np.random.default_rng(seed).choice(len(pieces), n_val, replace=False).tolist())
-    train = [p for i, p in enumerate(pieces) if i not in held_out]
-    val = [p for i, p in enumerate(pieces) if i in held_out]
-    return train, val
+        return Split([piece[:cut]], [piece[cut:]], [f"{name} (start)"], [f"{name} (end)"])
+    train, val = split_names(names, val_fraction, seed)
+    return Split([pieces[i] for i in train], [pieces[i] for i in val],
+                 [names[i] for i in train], [names[i] for i in val])
 
 
-def _check_fraction(val_fraction):
+def split_pieces(pieces: list, val_fraction: float = 0.1, seed: int = 0, names=None):
+    """``(train, val)`` lists of event (or code) arrays, as ``split``."""
+    parts = split(pieces, names, val_fraction, seed)
+    return parts.train, parts.val
+
+
+def split_names(names, val_fraction: float = 0.1, seed: int = 0) -> tuple[list, list]:
+    """Indices ``(train, val)`` of whole pieces, held out by ``is_held_out``. With two or more
+    pieces each side gets at least one (the piece whose hash is nearest the cut moves)."""
+    names = list(names)
+    val = [i for i, n in enumerate(names) if is_held_out(n, val_fraction, seed)]
+    if len(names) >= 2 and not val:
+        val = [min(range(len(names)), key=lambda i: _name_fraction(names[i], seed))]
+    if len(names) >= 2 and len(val) == len(names):
+        val.remove(max(val, key=lambda i: _name_fraction(names[i], seed)))
+    held = set(val)
+    return [i for i in range(len(names)) if i not in held], val
+
+
+def is_held_out(name: str, val_fraction: float = 0.1, seed: int = 0) -> bool:
+    """Whether a piece belongs to validation: a fixed hash of its file name (and of ``seed``,
+    when not 0), so the split does not depend on which other pieces there are or their order."""
+    return _name_fraction(name, seed) < val_fraction
+
+
+def _name_fraction(name: str, seed: int = 0) -> float:
+    text = Path(str(name)).name if seed == 0 else f"{seed}:{Path(str(name)).name}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64
+
+
+def check_fraction(val_fraction):
     if not is_number(val_fraction) or not 0 < val_fraction < 1:
         raise ParameterError("val_fraction",
                              f"must be a number between 0 and 1, not {val_fraction!r}")
@@ -62,7 +108,7 @@ def _cut(n_events: int, val_fraction: float) -> int:
 def min_events_for_validation(val_fraction: float = 0.1) -> int:
     """The shortest single piece that ``split_pieces`` splits: at least ``MIN_SIDE_EVENTS`` on
     each side (16 events for ``val_fraction`` 0.1)."""
-    _check_fraction(val_fraction)
+    check_fraction(val_fraction)
     n = 2 * MIN_SIDE_EVENTS
     while min(_cut(n, val_fraction), n - _cut(n, val_fraction)) < MIN_SIDE_EVENTS:
         n += 1  # both sides grow with n, so the first n that works is the minimum

@@ -1,5 +1,10 @@
 """Training: every step of contiguous sequences, an honest validation, the best checkpoint kept.
 
+``fit`` is the one training loop: rounds of optimiser steps, each followed by a validation,
+the best checkpoint kept, early stopping, a time budget, Ctrl-C. ``train`` feeds it epochs of
+a few pieces (notebook 03); ``batch.train_corpus`` feeds it random windows of a corpus, with
+DistributedDataParallel and bfloat16 as options (``Loop``) rather than a second loop.
+
 ``train`` learns from all ``seq_len`` steps of every sequence (the lesson learned from the last
 step of each 30-event window only), evaluates the held-out part after each epoch, records
 per-head NLL and accuracy, keeps the best-validation weights and stops early after ``patience``
@@ -32,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import distributed as dist
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
@@ -43,6 +49,9 @@ from .data import NO_VALIDATION, count_targets, training_sequences, transpose
 from .errors import ParameterError
 from .model import ModelConfig, build, torch_threads
 from .sounding import Held, held_before
+
+
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,9 @@ class TrainConfig:
     device: str = "auto"  # "auto" = CUDA when present, else CPU
     threads: int | None = 1  # torch CPU threads while training (None: leave torch's setting);
     #                          1 is as fast for this model size and does not collapse under load
+    precision: str = "float32"  # "bfloat16": mixed precision (weights, optimiser and validation
+    #                             stay float32); "auto": bfloat16 where the CPU computes it natively
+    time_budget_s: float | None = None  # stop at the first validation after this much training
 
     def __post_init__(self):
         check_int("epochs", self.epochs, 1)
@@ -71,6 +83,11 @@ class TrainConfig:
         check_positive("grad_clip", self.grad_clip)
         if self.threads is not None:
             check_int("threads", self.threads, 1)
+        if self.time_budget_s is not None:
+            check_positive("time_budget_s", self.time_budget_s)
+        if self.precision not in PRECISIONS:
+            raise ParameterError("precision", f"must be one of {', '.join(PRECISIONS)}, "
+                                              f"not {self.precision!r}")
         if not isinstance(self.device, str) or not re.fullmatch(DEVICE_PATTERN, self.device):
             raise ParameterError("device", f"must be 'auto', 'cpu', 'mps' or 'cuda[:N]', "
                                            f"not {self.device!r}")
@@ -155,12 +172,13 @@ def _metrics(totals) -> dict:
 
 def train(codec: EventCodec, train_codes: list, val_codes: list, config: TrainConfig = TrainConfig(),
           model_config: ModelConfig | None = None, *, checkpoint_path=None, resume_from=None,
-          params: dict | None = None, data_hashes=(), progress: bool = True,
+          params: dict | None = None, data_hashes=(), held_out=(), progress: bool = True,
           on_epoch=None, log_every: int = 0) -> Checkpoint:
     """Train and return the best-validation checkpoint (also written to ``checkpoint_path``).
 
     ``train_codes``/``val_codes`` are lists of (n, 3) code arrays, one per piece; ``val_codes``
     may be empty (too little music): then the last epoch is kept, without early stopping.
+    ``held_out``: the names of the validation pieces, kept in the checkpoint.
     ``resume_from`` continues from a checkpoint file (weights, optimizer, history).
     ``on_epoch(record)`` is called after every epoch (for live plots or logging).
     ``log_every=N`` prints one line every N epochs (epoch, losses, events/s) to stdout, for
@@ -176,133 +194,266 @@ def train(codec: EventCodec, train_codes: list, val_codes: list, config: TrainCo
             raise ParameterError("model_config", f"model sizes {model_config.sizes} do not "
                                  f"match the codec's {codec.sizes}")
     validating = count_targets(val_codes) > 0
-    partial = partial_path(checkpoint_path) if checkpoint_path else None
-    if partial is not None:
-        partial.unlink(missing_ok=True)  # left by a run that was killed
     if not validating:
         print(f"no validation data ({NO_VALIDATION}): training {config.epochs} epochs without "
               "early stopping and keeping the last one")
-    with torch_threads(config.threads):
-        best, trained = _fit(codec, train_codes, val_codes, config, model_config, validating,
-                             partial, resume_from, params, data_hashes, progress, on_epoch,
-                             log_every)
-    if partial is not None and trained:
-        best.save(partial)  # the final history, even when the best epoch was early
-        os.replace(partial, checkpoint_path)
-    best.model.eval()
-    return best
-
-
-def _fit(codec, train_codes, val_codes, config, model_config, validating, partial, resume_from,
-         params, data_hashes, progress, on_epoch, log_every):
-    """The epochs; returns ``(best checkpoint, whether it holds trained weights)``."""
     device = pick_device(config.device)
-    rng = np.random.default_rng(config.seed)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with torch_threads(config.threads), torch.random.fork_rng(
+            devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)  # weights and dropout, without touching the caller's RNG
-        if resume_from is not None:
-            best = load_checkpoint(resume_from)
-            model = copy.deepcopy(best.model).to(device)  # training must not change ``best``
-            if tuple(model.config.sizes) != tuple(codec.sizes):
-                raise ParameterError("resume_from", f"model sizes {model.config.sizes} do not "
-                                     f"match the codec's {codec.sizes}")
-        else:
-            model = build(model_config).to(device)
-            best = None
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-        history = []
-        if best is not None:
-            history = list(best.history)
-            if best.optimizer_state:
-                optimizer.load_state_dict(best.optimizer_state)
-                for group in optimizer.param_groups:  # the saved state carries the old lr
-                    group["lr"] = config.lr
-            rng = np.random.default_rng([config.seed, len(history)])  # fresh stream per resume
-        best_nll = min((h["val"]["nll"] for h in history if h.get("val")), default=math.inf)
-        best = best or _snapshot(model, codec, config, history, -1, params, data_hashes, optimizer)
-        stale, completed = 0, 0
+        model, optimizer, old = _start(codec, config, model_config, resume_from, device)
+        history = list(old.history) if old else []
+        rng = np.random.default_rng(config.seed if not history else [config.seed, len(history)])
         held = [held_before(codes, codec.n_pitches) for codes in train_codes]
-        bar = tqdm(range(len(history), config.epochs), desc="training", unit="epoch",
-                   disable=not progress, initial=len(history), total=config.epochs)
-        try:
-            for epoch in bar:
-                record = _train_epoch(model, optimizer, train_codes, held, config, codec, rng,
-                                      device, epoch)
-                if validating:
-                    record["val"] = evaluate(model, val_codes, device)
-                else:
-                    record["val"], record["validation"] = None, NO_VALIDATION
-                history.append(record)
-                completed += 1
-                # Without validation the latest epoch is the best we know of.
-                score = record["val"]["nll"] if validating else -math.inf
-                if score < best_nll or not validating:
-                    best_nll, stale = score, 0
-                    best = _snapshot(model, codec, config, history, epoch, params, data_hashes,
-                                     optimizer)
-                    if partial is not None:
-                        best.save(partial)
-                else:
-                    stale += 1
-                best.history = list(history)
-                bar.set_postfix(_summary(record, best_nll, validating))
-                if log_every and (record["epoch"] % log_every == 0 or epoch + 1 == config.epochs):
-                    print(_log_line(record, config.epochs, best.best_epoch), flush=True)
-                if on_epoch:
-                    on_epoch(record)
-                if validating and stale >= config.patience:
-                    break
-        except KeyboardInterrupt:  # keep what we have: the best checkpoint so far
-            if completed == 0 and best.best_epoch < 1:
-                raise  # nothing trained: nothing to keep, the old checkpoint stays
-            print(f"interrupted after {len(history)} epochs; keeping the best (epoch {best.best_epoch})")
-        finally:
-            bar.close()
-    return best, completed > 0 or best.best_epoch >= 1
+        epochs = (_epoch_batches(train_codes, held, config, codec, rng, device)
+                  for _ in range(len(history), config.epochs))
+        loop = Loop(rounds=config.epochs, unit="epoch", patience=config.patience,
+                    time_budget_s=config.time_budget_s, grad_clip=config.grad_clip,
+                    bf16=use_bfloat16(config.precision, device), log_every=log_every,
+                    progress=progress)
+        keep = Keep(codec, config.to_dict(), dict(params or {}), list(data_hashes),
+                    list(held_out), checkpoint_path)
+        return fit(model, optimizer, epochs, loop, keep,
+                   validate=(lambda m: evaluate(m, val_codes, device)) if validating else None,
+                   best=old, on_record=on_epoch)
 
 
-def _summary(record, best_nll, validating) -> dict:
-    out = {"train": f"{record['train']['nll']:.3f}"}
-    if validating:
-        out.update(val=f"{record['val']['nll']:.3f}", best=f"{best_nll:.3f}")
-    return out
+def _start(codec, config, model_config, resume_from, device):
+    """A new model and optimiser, or those of ``resume_from`` and the checkpoint itself."""
+    if resume_from is None:
+        model = build(model_config).to(device)
+        return model, torch.optim.Adam(model.parameters(), lr=config.lr), None
+    old = load_checkpoint(resume_from)
+    if tuple(old.model.config.sizes) != tuple(codec.sizes):
+        raise ParameterError("resume_from", f"model sizes {old.model.config.sizes} do not "
+                                            f"match the codec's {codec.sizes}")
+    model = copy.deepcopy(old.model).to(device)  # training must not change the kept best
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    if old.optimizer_state:
+        optimizer.load_state_dict(old.optimizer_state)
+        for group in optimizer.param_groups:  # the saved state carries the old lr
+            group["lr"] = config.lr
+    return model, optimizer, old
 
 
-def _log_line(record, epochs, best_epoch) -> str:
-    """One progress line: ``epoch 5/200  train 4.123  val 4.456  best epoch 3  12,345 events/s``."""
-    val = (f"val {record['val']['nll']:.3f}  best epoch {best_epoch}" if record["val"]
-           else f"val {record['validation']}")
-    rate = record["events"] / record["seconds"] if record["seconds"] > 0 else float("nan")
-    return (f"epoch {record['epoch']}/{epochs}  train {record['train']['nll']:.3f}  {val}  "
-            f"{rate:,.0f} events/s")
-
-
-def _train_epoch(model, optimizer, train_codes, held, config, codec, rng, device, epoch):
-    """One pass over freshly cut and shuffled training sequences (``held``: per piece, what
-    holds before each event, ``sounding.held_before``)."""
+def _epoch_batches(train_codes, held, config, codec, rng, device):
+    """One epoch: freshly cut, shuffled and transposed training sequences, batch by batch, with
+    what holds before each (``held``: per piece, ``sounding.held_before``)."""
     sequences, before = training_sequences(train_codes, config.seq_len, rng, held)
     sequences, before = transpose(sequences, config.transpose_semitones, codec.n_pitches, rng,
                                   before)
     batches = torch.as_tensor(sequences, dtype=torch.long).split(config.batch_size)
     befores = zip(*(torch.as_tensor(part).split(config.batch_size) for part in before))
-    model.train()
-    totals = np.zeros((3, 3))
-    start = time.perf_counter()
     for batch, held_at_start in zip(batches, befores):
-        loss, stats = sequence_loss(model, batch.to(device),
-                                    before=Held(*(part.to(device) for part in held_at_start)))
-        optimiser_step(model, optimizer, loss, config.grad_clip)
-        for i, (nll, correct, count) in enumerate(stats):
-            totals[i] += (nll.item(), correct.item(), count)
-    return {"epoch": epoch + 1, "seconds": time.perf_counter() - start,
-            "events": int(totals[0, 2]), "train": _metrics(totals)}
+        yield batch.to(device), Held(*(part.to(device) for part in held_at_start))
 
 
-def _snapshot(model, codec, config, history, epoch, params, data_hashes, optimizer) -> Checkpoint:
-    """A detached copy of the current state, so later epochs cannot change it."""
-    return Checkpoint(model=copy.deepcopy(model).cpu(), codec=codec, train_config=config.to_dict(),
-                      history=list(history), best_epoch=epoch + 1, params=dict(params or {}),
-                      data_hashes=list(data_hashes), optimizer_state=_cpu(optimizer.state_dict()))
+# --- the training loop: every trainer's, whichever data feeds it ------------------------------
+@dataclass(frozen=True)
+class Loop:
+    """How ``fit`` runs: at most ``rounds`` rounds (a round is a run of optimiser steps followed
+    by one validation: an epoch of a few pieces, or ``eval_every`` steps of a corpus), stopping
+    after ``patience`` rounds without improvement or at the first validation after
+    ``time_budget_s`` seconds of training. ``bf16``: forward and backward in bfloat16 mixed
+    precision. ``stats``: per-head training NLL and accuracy (the argmax costs ~8%).
+    ``world``: processes under ``torch.distributed`` (only rank 0 validates and keeps)."""
+
+    rounds: int
+    unit: str = "epoch"  # what a round is called in records, logs and the progress bar
+    patience: int | None = None
+    time_budget_s: float | None = None
+    grad_clip: float = 1.0
+    bf16: bool = False
+    stats: bool = True
+    log_every: int = 0
+    progress: bool = True
+    rank: int = 0
+    world: int = 1
+
+
+@dataclass(frozen=True)
+class Keep:
+    """What every kept checkpoint carries besides the model and its history, and where it goes:
+    the best so far to ``partial_path(path)`` while training, moved over ``path`` at the end."""
+
+    codec: EventCodec
+    train_config: dict
+    params: dict
+    data_hashes: list
+    held_out: list
+    path: Path | str | None = None
+
+    def snapshot(self, model, history, best_round, optimizer) -> Checkpoint:
+        """A detached copy of the current state, so later rounds cannot change it."""
+        return Checkpoint(model=copy.deepcopy(model).cpu().eval(), codec=self.codec,
+                          train_config=self.train_config, history=list(history),
+                          best_epoch=best_round, params=dict(self.params),
+                          data_hashes=list(self.data_hashes), held_out=list(self.held_out),
+                          optimizer_state=_cpu(optimizer.state_dict()))
+
+
+def fit(model, optimizer, rounds, loop: Loop, keep: Keep, *, validate=None, stepper=None,
+        best: Checkpoint | None = None, on_record=None) -> Checkpoint | None:
+    """The training loop. ``rounds`` yields, round after round, an iterable of ``(batch,
+    before)`` (codes ``(n, seq_len + 1, 3)`` and what held before each sequence, on the model's
+    device). After each round: ``validate(model)`` (metrics as ``evaluate``; None: keep the
+    latest round), the record appended to the history, the best checkpoint kept. Ctrl-C keeps
+    the best so far. ``stepper``: what computes the loss (a DistributedDataParallel wrapper of
+    ``model``). ``best``: the checkpoint training resumes from (its history goes on). Returns
+    the best checkpoint on rank 0, None on the other ranks."""
+    main = loop.rank == 0
+    partial = partial_path(keep.path) if keep.path and main else None
+    if partial is not None:
+        partial.unlink(missing_ok=True)  # left by a run that was killed
+    history = list(best.history) if best else []
+    best_nll = min((h["val"]["nll"] for h in history if h.get("val")), default=math.inf)
+    if main and best is None:
+        best = keep.snapshot(model, history, -1, optimizer)
+    stale, steps = 0, history[-1]["step"] if history and "step" in history[-1] else 0
+    elapsed = sum(h["seconds"] for h in history)
+    bar = _progress_bar(loop, len(history), elapsed, disable=not (loop.progress and main))
+    completed = 0
+    try:
+        for batches in rounds:
+            record, steps = _train_round(model, stepper or model, optimizer, batches, loop,
+                                         len(history) + 1, steps)
+            elapsed += record["seconds"]
+            record["elapsed_s"] = elapsed
+            stop = False
+            if main:
+                record["val"] = validate(model) if validate else None
+                if validate is None:
+                    record["validation"] = NO_VALIDATION
+                history.append(record)
+                if validate is None or record["val"]["nll"] < best_nll:  # none: the latest
+                    best_nll, stale = record["val"]["nll"] if validate else best_nll, 0
+                    best = keep.snapshot(model, history, len(history), optimizer)
+                    if partial is not None:
+                        best.save(partial)
+                else:
+                    stale += 1
+                best.history = list(history)
+                _report(bar, record, loop, best_nll, best.best_epoch, validate is not None)
+                if on_record:
+                    on_record(record)
+                stop = bool(validate and loop.patience and stale >= loop.patience) or bool(
+                    loop.time_budget_s and elapsed >= loop.time_budget_s)
+            else:
+                history.append(record)
+            completed += 1
+            if _agree(stop, loop, model):
+                bar.total = bar.n  # a stop by rule is a finished bar, not a failed one
+                break
+    except KeyboardInterrupt:  # keep what we have: the best checkpoint so far
+        if not main or (completed == 0 and best.best_epoch < 1):
+            raise  # nothing trained: nothing to keep, the old checkpoint stays
+        print(f"interrupted after {len(history)} {loop.unit}s; keeping the best "
+              f"({loop.unit} {best.best_epoch})")
+    finally:
+        bar.close()
+    if not main:
+        return None
+    if partial is not None and (completed or best.best_epoch >= 1):
+        best.save(partial)  # the final history, even when the best round was early
+        os.replace(partial, keep.path)
+    return best
+
+
+def _train_round(model, stepper, optimizer, batches, loop, number, steps):
+    """One round of optimiser steps; returns its record (without validation) and the steps."""
+    model.train()
+    totals, losses, n_steps = np.zeros((3, 3)), 0.0, 0
+    start = time.perf_counter()
+    for batch, before in batches:
+        with torch.autocast(batch.device.type, torch.bfloat16, enabled=loop.bf16):
+            loss, stats = sequence_loss(stepper, batch, stats=loop.stats, before=before)
+        optimiser_step(stepper, optimizer, loss, loop.grad_clip)
+        losses, n_steps = losses + loss.item(), n_steps + 1
+        totals[:, 2] += batch[:, 1:, 0].numel() * loop.world
+        for i, (nll, correct, _) in enumerate(stats or ()):
+            totals[i, :2] += (nll.item(), correct.item())
+    seconds = time.perf_counter() - start
+    events = int(totals[0, 2])
+    train = _metrics(totals) if loop.stats else {"nll": losses / max(n_steps, 1)}
+    return ({loop.unit: number, "step": steps + n_steps, "seconds": seconds, "events": events,
+             "events_per_s": events / seconds if seconds > 0 else math.nan, "train": train},
+            steps + n_steps)
+
+
+def _agree(stop: bool, loop: Loop, model) -> bool:
+    """Rank 0's decision to stop, shared with every rank (nccl broadcasts only CUDA tensors)."""
+    if loop.world == 1:
+        return stop
+    flag = torch.tensor([float(stop)], device=next(model.parameters()).device)
+    dist.broadcast(flag, 0)
+    return bool(flag.item())
+
+
+def _progress_bar(loop: Loop, done: int, elapsed: float, disable: bool):
+    """Rounds done of ``loop.rounds``; with a time budget, seconds of it instead, as that is
+    what ends a corpus run."""
+    if loop.time_budget_s:
+        return tqdm(total=round(loop.time_budget_s), initial=min(round(elapsed),
+                    round(loop.time_budget_s)), desc="training", unit="s", disable=disable)
+    return tqdm(total=loop.rounds, initial=done, desc="training", unit=loop.unit,
+                disable=disable)
+
+
+def _report(bar, record, loop, best_nll, best_round, validating) -> None:
+    if loop.time_budget_s:
+        bar.update(min(round(record["elapsed_s"]), bar.total) - bar.n)
+    else:
+        bar.update(1)
+    postfix = {"train": f"{record['train']['nll']:.3f}"}
+    if validating:
+        postfix.update(val=f"{record['val']['nll']:.3f}", best=f"{best_nll:.3f}")
+    bar.set_postfix(postfix)
+    number = record[loop.unit]
+    if loop.log_every and (number % loop.log_every == 0 or number == loop.rounds):
+        print(_log_line(record, loop, best_round), flush=True)
+
+
+def _log_line(record, loop, best_round) -> str:
+    """One progress line: ``epoch 5/200  train 4.123  val 4.456  best epoch 3  12,345 events/s``."""
+    val = (f"val {record['val']['nll']:.3f}  best {loop.unit} {best_round}" if record["val"]
+           else f"val {record['validation']}")
+    return (f"{loop.unit} {record[loop.unit]}/{loop.rounds}  train {record['train']['nll']:.3f}"
+            f"  {val}  {record['events_per_s']:,.0f} events/s")
+
+
+def use_bfloat16(precision: str, device: torch.device) -> bool:
+    """Whether ``precision`` trains in bfloat16 on ``device`` ("auto": only where the CPU
+    computes it natively); checks first that it runs there."""
+    bf16 = precision == "bfloat16" or (precision == "auto" and native_bfloat16(device))
+    if bf16:
+        check_bfloat16(device)
+    return bf16
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``precision="auto"`` trains in bfloat16 on ``device``: only on a CPU that computes
+    it in hardware (AVX-512 BF16 or AMX); elsewhere oneDNN emulates bfloat16, slower than
+    float32, or refuses the LSTM. On CUDA, "auto" stays float32: that path has not been
+    measured; ``precision="bfloat16"`` tries it."""
+    if device.type != "cpu":
+        return False
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # an older torch, or not x86
+        return False
+
+
+def check_bfloat16(device: torch.device) -> None:
+    """One tiny LSTM step in bfloat16 on ``device``: where it cannot run, one line now instead
+    of a oneDNN or cuDNN error at the first training step."""
+    lstm = torch.nn.LSTM(2, 2).to(device)
+    try:
+        with torch.autocast(device.type, torch.bfloat16):
+            lstm(torch.zeros(1, 1, 2, device=device))[0].sum().backward()
+    except RuntimeError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ParameterError("precision", f"bfloat16 does not run on {device} here ({reason}); "
+                                          f"use float32") from None
 
 
 def _cpu(obj):

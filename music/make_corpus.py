@@ -12,7 +12,7 @@ What it does
       file, the rights statements embedded in the source (``<rights>`` and every credit with
       a copyright sign) and the rights of the composition; and the corpus-wide notice;
     * ``SPLIT.json``: which whole pieces are held out for validation
-      (``midilstm.corpus.split_names``: a fixed hash of the file name, so it does not change
+      (``midilstm.data.split_names``: a fixed hash of the file name, so it does not change
       when files are added).
 
 Rights, in short: the compositions are public domain (J. S. Bach, 1685-1750). The encodings
@@ -45,7 +45,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from make_music import write_midi  # noqa: E402  (one MIDI writer for all bundled music)
 
-from midilstm.corpus import split_names  # noqa: E402
+from midilstm.data import split_names  # noqa: E402
 from midilstm.files import write_json_atomic  # noqa: E402
 
 MUSIC21_VERSION = "10.5.1"

@@ -11,13 +11,15 @@ import torch.multiprocessing as mp
 
 from conftest import off, on, tempo, write_midi_file
 from midilstm.baselines import baseline_table
-from midilstm.batch import (CorpusTrainConfig, held_out_report, held_out_split,
-                            native_bfloat16, sample_windows, train_corpus)
+from midilstm.batch import (CorpusTrainConfig, held_out_report, held_out_split, sample_windows,
+                            train_corpus)
 from midilstm.batch_cli import main
 from midilstm.checkpoint import load_checkpoint
-from midilstm.corpus import load_corpus, read_corpus, split_names
+from midilstm.corpus import load_corpus, read_corpus
+from midilstm.data import split_names
 from midilstm.errors import ParameterError
 from midilstm.parse import read_midi
+from midilstm.train import native_bfloat16
 
 
 def make_songs(folder, n_pieces=8, notes=60, seed=0):
@@ -66,7 +68,7 @@ def test_training_learns_and_the_checkpoint_generates(corpus_dir, tmp_path):
     assert [h["step"] for h in best.history] == [30, 60]
     assert last < first < uniform
     _, val = split_names(corpus.names)
-    assert best.params["val_pieces"] == [corpus.names[i] for i in val]
+    assert best.held_out == [corpus.names[i] for i in val]
     saved = load_checkpoint(tmp_path / "m.pt")
     assert saved.model.config.hidden_size == 32 and saved.history == best.history
 
@@ -133,7 +135,7 @@ def test_report_refuses_a_corpus_without_the_held_out_pieces(corpus_dir, tmp_pat
                                                   eval_every=2), {"hidden_size": 8},
                         checkpoint_path=tmp_path / "m.pt", progress=False)
     _, val = held_out_split(best, corpus)
-    assert [corpus.names[i] for i in val] == best.params["val_pieces"]
+    assert [corpus.names[i] for i in val] == best.held_out
     others = corpus.subset([i for i in range(len(corpus)) if i not in val])
     with pytest.raises(ParameterError, match="not in the corpus"):
         held_out_report(best, others)
@@ -210,13 +212,13 @@ def test_bfloat16_training_learns_like_float32_and_keeps_float32_weights(corpus_
 
 @NATIVE_BF16
 def test_auto_precision_is_bfloat16_only_where_the_hardware_has_it(corpus_dir, monkeypatch):
-    import midilstm.batch as batch
+    import midilstm.train as train
     corpus = load_corpus(corpus_dir)
     config = CorpusTrainConfig(steps=2, batch_size=2, seq_len=8, eval_every=2)
     assert config.precision == "auto"
-    assert not batch.native_bfloat16(torch.device("cuda"))  # not measured there: float32
+    assert not native_bfloat16(torch.device("cuda"))  # not measured there: float32
     for native, expected in ((True, "bfloat16"), (False, "float32")):
-        monkeypatch.setattr(batch, "native_bfloat16", lambda device, native=native: native)
+        monkeypatch.setattr(train, "native_bfloat16", lambda device, native=native: native)
         best = train_corpus(corpus, config, {"hidden_size": 8}, progress=False)
         assert best.params["precision"] == expected
     with pytest.raises(ParameterError, match="precision: must be one of auto, float32, bfloat16"):

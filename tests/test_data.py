@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from midilstm.data import (count_targets, min_events_for_validation, split_pieces,
-                           training_sequences, transpose, validation_note)
+from midilstm.data import (count_targets, is_held_out, min_events_for_validation, split,
+                           split_names, split_pieces, training_sequences, transpose,
+                           validation_note)
 from midilstm.errors import ParameterError
 from midilstm.data import NO_VALIDATION
 
@@ -62,18 +63,28 @@ def test_count_targets_never_crosses_pieces():
     assert count_targets([]) == 0
 
 
-def test_several_pieces_hold_out_whole_pieces_seeded():
-    pieces = marked_pieces([30 + k for k in range(20)])
-    train, val = split_pieces(pieces, 0.2, seed=3)
-    assert len(val) == 4 and len(train) == 16
+def test_several_pieces_hold_out_whole_pieces_by_name():
+    pieces = marked_pieces([30 + k for k in range(40)])
+    names = [f"folder/piece_{k}.mid" for k in range(40)]
+    parts = split(pieces, names, 0.2, seed=3)
     ids = lambda part: sorted(int(p[0, 0]) for p in part)  # noqa: E731
-    assert sorted(ids(train) + ids(val)) == list(range(20))  # a partition of the pieces
-    for p in train + val:  # whole pieces, untouched
+    assert sorted(ids(parts.train) + ids(parts.val)) == list(range(40))  # a partition
+    for p in parts.train + parts.val:  # whole pieces, untouched
         np.testing.assert_array_equal(p, pieces[int(p[0, 0])])
-    again = split_pieces(pieces, 0.2, seed=3)
-    assert ids(again[1]) == ids(val)
-    others = {tuple(ids(split_pieces(pieces, 0.2, seed=s)[1])) for s in range(10)}
+    assert parts.val_names == [names[i] for i in ids(parts.val)]
+    assert 2 <= len(parts.val) <= 16  # about 20% of 40
+    # The rule is the name's: the same pieces are held out in any order, with others added,
+    # whatever folder they sit in; the seed picks another split.
+    order = np.random.default_rng(0).permutation(40)
+    shuffled = split([pieces[i] for i in order], [f"x/piece_{i}.mid" for i in order], 0.2, 3)
+    assert ids(shuffled.val) == ids(parts.val)
+    more = split(pieces + pieces[:5], names + [f"new_{k}.mid" for k in range(5)], 0.2, 3)
+    assert set(parts.val_names) == set(more.val_names) & set(names)
+    assert split_pieces(pieces, 0.2, 3, names)[1] == parts.val  # the same rule, two views
+    others = {tuple(ids(split(pieces, names, 0.2, seed=s).val)) for s in range(10)}
     assert len(others) > 1  # the seed decides which pieces
+    for name in names:  # the corpus's rule, seed 0, is the same function
+        assert is_held_out(name, 0.2) == (names.index(name) in split_names(names, 0.2)[1])
 
 
 def test_several_pieces_keep_at_least_one_on_each_side():

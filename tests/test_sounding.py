@@ -315,6 +315,7 @@ def test_training_feeds_each_sequence_what_held_at_its_cut(monkeypatch):
 
 def test_corpus_training_feeds_each_window_what_held_at_its_start(monkeypatch):
     import midilstm.batch as batch_module
+    import midilstm.train as train_module
     from midilstm.batch import CorpusTrainConfig, train_corpus
     from midilstm.corpus import Corpus
 
@@ -323,7 +324,7 @@ def test_corpus_training_feeds_each_window_what_held_at_its_start(monkeypatch):
                     offsets=np.cumsum([0] + [len(p) for p in pieces]).astype(np.int64),
                     names=[f"piece_{k}.mid" for k in range(len(pieces))])
     calls, starts = [], []
-    real_loss, real_windows = batch_module.sequence_loss, batch_module.sample_windows
+    real_loss, real_windows = train_module.sequence_loss, batch_module.sample_windows
 
     def spy_windows(*args):
         out = real_windows(*args)
@@ -335,7 +336,7 @@ def test_corpus_training_feeds_each_window_what_held_at_its_start(monkeypatch):
         return real_loss(model, batch, stats, before)
 
     monkeypatch.setattr(batch_module, "sample_windows", spy_windows)
-    monkeypatch.setattr(batch_module, "sequence_loss", spy_loss)
+    monkeypatch.setattr(train_module, "sequence_loss", spy_loss)
     best = train_corpus(corpus, CorpusTrainConfig(steps=3, batch_size=8, seq_len=16,
                                                   eval_every=3, transpose_semitones=3,
                                                   device="cpu", precision="float32"),

@@ -319,7 +319,7 @@ def test_a_run_killed_mid_training_leaves_the_old_checkpoint_whole(tmp_path, mon
     # The next run cleans it up even when it is itself interrupted before any epoch ends.
     def interrupted(*args, **kw):
         raise KeyboardInterrupt
-    monkeypatch.setattr(train_module, "_train_epoch", interrupted)
+    monkeypatch.setattr(train_module, "_train_round", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(replace(FAST, epochs=3), checkpoint_path=path)
     assert not partial_path(path).exists()
@@ -394,13 +394,13 @@ def test_log_every_prints_one_line_per_n_epochs(capsys):
 
 def test_training_uses_the_configured_threads_and_restores_the_callers(monkeypatch):
     seen = []
-    real_epoch = train_module._train_epoch
+    real_epoch = train_module._train_round
 
     def spy(*args):
         seen.append(torch.get_num_threads())
         return real_epoch(*args)
 
-    monkeypatch.setattr(train_module, "_train_epoch", spy)
+    monkeypatch.setattr(train_module, "_train_round", spy)
     torch.set_num_threads(2)
     try:
         run(replace(FAST, epochs=1, threads=1))
@@ -409,3 +409,26 @@ def test_training_uses_the_configured_threads_and_restores_the_callers(monkeypat
         assert seen == [1, 2]
     finally:
         torch.set_num_threads(1)
+
+
+def test_a_time_budget_stops_at_the_first_validation_after_it(tmp_path):
+    clock = iter(range(0, 10_000, 10))  # every perf_counter call: 10 s later
+    real = train_module.time.perf_counter
+    train_module.time.perf_counter = lambda: float(next(clock))
+    try:
+        best = run(replace(FAST, epochs=50, time_budget_s=25), checkpoint_path=tmp_path / "m.pt")
+    finally:
+        train_module.time.perf_counter = real
+    # each epoch "takes" 10 s: 10, 20, 30 s of training, and the third validation ends it
+    assert [h["elapsed_s"] for h in best.history] == [10, 20, 30]
+    assert load_checkpoint(tmp_path / "m.pt").history == best.history
+    with pytest.raises(ParameterError, match="time_budget_s"):
+        TrainConfig(time_budget_s=0)
+
+
+def test_the_checkpoint_names_the_pieces_validation_held_out(tmp_path):
+    best = run(replace(FAST, epochs=1), checkpoint_path=tmp_path / "m.pt",
+               held_out=["tune.mid (end)"])
+    assert best.held_out == load_checkpoint(tmp_path / "m.pt").held_out == ["tune.mid (end)"]
+    sequences = best.history[0]["events"] // 16  # seq_len 16: every step of each has a loss
+    assert best.history[0]["step"] == math.ceil(sequences / 4)  # batch_size 4
