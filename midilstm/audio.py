@@ -5,9 +5,8 @@ a natural exponential fade (a held piano note dies away; a held organ note would
 generated "note that never ends" would drone for minutes). Notes are summed, then the mix is
 scaled to a fixed peak, so the result is never clipped and never inaudibly quiet.
 
-Rendering is deterministic (no noise, every partial starts at phase 0), so ``audio_hash`` of a
-render is a stable fingerprint for tests and run manifests. ``fluidsynth`` (a real piano sound
-from a SoundFont) is used only when the command-line program is installed; nothing needs it.
+Rendering is deterministic (no noise, every partial starts at phase 0): the same events give
+the same samples, so a WAV written twice is the same file.
 
     samples = render(events)                  # float32 mono in [-PEAK, PEAK]
     write_wav(samples, "sample.wav", 16000)
@@ -15,11 +14,7 @@ from a SoundFont) is used only when the command-line program is installed; nothi
 """
 from __future__ import annotations
 
-import hashlib
 import io
-import shutil
-import subprocess
-import tempfile
 import warnings
 import wave
 from pathlib import Path
@@ -61,7 +56,7 @@ def render(events_or_notes: np.ndarray, sample_rate: int = 16000, *,
         length_s = MAX_SAMPLES / sample_rate
     out = np.zeros(int(np.ceil(length_s * sample_rate)), np.float64)
     for start_s, end_s, pitch, velocity in notes.tolist():
-        first = int(round(start_s * sample_rate))
+        first = round(start_s * sample_rate)
         if first >= len(out):
             continue
         tone = _note(end_s - start_s, pitch, velocity, sample_rate)[:len(out) - first]
@@ -107,7 +102,7 @@ def _envelope(t: np.ndarray, duration_s: float, tau_s: float) -> np.ndarray:
     return attack * decay * np.exp(-t / tau_s) * release
 
 
-# --- files and fingerprints --------------------------------------------------------------------
+# --- files -------------------------------------------------------------------------------------
 def _to_pcm16(samples: np.ndarray) -> np.ndarray:
     """Float samples in [-1, 1] -> little-endian int16 (values outside are clipped)."""
     clipped = np.clip(np.asarray(samples, np.float64), -1.0, 1.0)
@@ -125,48 +120,7 @@ def write_wav(samples: np.ndarray, path, sample_rate: int) -> Path:
     return write_bytes_atomic(path, buffer.getvalue())
 
 
-def read_wav(path) -> tuple[np.ndarray, int]:
-    """Read a 16-bit PCM WAV as float32 mono (channels averaged) and its sample rate."""
-    with wave.open(str(path), "rb") as w:
-        if w.getsampwidth() != 2:
-            raise ValueError(f"{path}: only 16-bit PCM WAV is supported")
-        channels, sample_rate = w.getnchannels(), w.getframerate()
-        pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2")
-    return (pcm.reshape(-1, channels).mean(axis=1) / 32767).astype(np.float32), sample_rate
-
-
-def audio_hash(samples: np.ndarray) -> str:
-    """sha256 hex digest of the int16 PCM the samples would be written as."""
-    return hashlib.sha256(_to_pcm16(samples).tobytes()).hexdigest()
-
-
-# --- optional: fluidsynth, notebooks -----------------------------------------------------------
-def fluidsynth_available() -> bool:
-    """True when the ``fluidsynth`` command-line program is on the PATH."""
-    return shutil.which("fluidsynth") is not None
-
-
-def render_fluidsynth(midi_path, soundfont, sample_rate: int = 44100) -> np.ndarray:
-    """Render a MIDI file with the ``fluidsynth`` program and a SoundFont (.sf2).
-
-    Optional: raises RuntimeError naming the fix when the program is not installed (the Python
-    packages called ``fluidsynth`` on PyPI are not it: install the program, e.g. apt or brew).
-    """
-    exe = shutil.which("fluidsynth")
-    if exe is None:
-        raise RuntimeError("the fluidsynth program is not installed (apt install fluidsynth / "
-                           "brew install fluid-synth); use midilstm.audio.render instead")
-    for path in (midi_path, soundfont):
-        if not Path(path).is_file():
-            raise FileNotFoundError(path)
-    with tempfile.TemporaryDirectory() as tmp:
-        wav = Path(tmp) / "out.wav"
-        subprocess.run([exe, "-ni", "-q", "-F", str(wav), "-r", str(int(sample_rate)),
-                        str(soundfont), str(midi_path)], check=True, capture_output=True)
-        samples, _ = read_wav(wav)
-    return samples
-
-
+# --- notebooks ---------------------------------------------------------------------------------
 def player(samples: np.ndarray, sample_rate: int):
     """An ``IPython.display.Audio`` widget for a notebook (IPython is imported only here)."""
     from IPython.display import Audio

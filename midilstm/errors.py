@@ -1,10 +1,20 @@
 """midilstm's own exception types. Each message is one line that names the thing at fault
 (the file, the field, the parameter or the notebook to re-run) and the reason, so a command
-line or a notebook can show it as it is, without a traceback from deep inside."""
+line or a notebook can show it as it is, without a traceback from deep inside.
+
+Every one is a ``MidilstmError`` (``except midilstm.MidilstmError`` catches them all); each
+narrower type is also a ``ValueError`` (``RunDirError``: a ``RuntimeError``), so code that
+catches those still does.
+Each keeps what it names as an attribute (``path``, or ``name`` for a parameter) beside
+``what`` and ``reason``."""
 
 
 class MidilstmError(Exception):
-    """Base of every error midilstm raises on purpose: ``str(err)`` is ``"<what>: <reason>"``."""
+    """Base of every error midilstm raises on purpose: ``str(err)`` is ``"<what>: <reason>"``,
+    one line (whitespace in the reason, newlines included, is folded to single spaces).
+
+    Catch it to handle any of them. Raised as itself only where no narrower type fits (a
+    notebook missing from the package, when running the series)."""
 
     def __init__(self, what, reason: str):
         self.what = str(what)
@@ -27,7 +37,8 @@ class MidiInputError(MidilstmError, ValueError):
 
 class CheckpointError(MidilstmError, ValueError):
     """A checkpoint file that cannot be trusted: truncated, not ours, or with sizes and shapes
-    that disagree. ``str(err)`` names the file and the field."""
+    that disagree. Raised by ``load_checkpoint`` before any weight is used; ``str(err)`` names
+    the file and the field."""
 
     def __init__(self, path, reason: str):
         super().__init__(path, reason)
@@ -35,7 +46,13 @@ class CheckpointError(MidilstmError, ValueError):
 
 
 class CodecError(MidilstmError, ValueError):
-    """A codec (``codec.json`` or a codec dict) that is malformed or out of bounds."""
+    """A codec (``codec.json`` or a codec dict) that is malformed or out of bounds.
+
+    Raised by ``EventCodec(...)``, ``EventCodec.from_dict`` and ``EventCodec.load`` for a file
+    that cannot be read or is not JSON, an unknown field, a field of the wrong type or range,
+    or time bins that are not increasing; ``str(err)`` names the file (or ``codec``) and the
+    field. A checkpoint whose codec is bad raises ``CheckpointError`` instead, naming the
+    checkpoint file."""
 
     def __init__(self, path, reason: str):
         super().__init__(path, reason)
@@ -43,7 +60,11 @@ class CodecError(MidilstmError, ValueError):
 
 
 class ParameterError(MidilstmError, ValueError):
-    """A run or notebook parameter with a wrong type, range or combination: names the parameter."""
+    """A run or notebook parameter with a wrong type, range or combination.
+
+    Raised when a config (``ModelConfig``, ``TrainConfig``, ``SamplingConfig``, a reading
+    ``Selection``), a notebook's parameters or a command-line option is given a value it cannot
+    use; ``str(err)`` is ``"parameter <name>: <reason>"``."""
 
     def __init__(self, name, reason: str):
         super().__init__(f"parameter {name}", reason)
@@ -52,7 +73,9 @@ class ParameterError(MidilstmError, ValueError):
 
 class RunDirError(MidilstmError, RuntimeError):
     """A run directory that cannot be used as asked: locked by another run, already holding a
-    run, or with inputs that are missing or were not made together (names the notebook to re-run)."""
+    run, or with inputs that are missing or were not made together. Raised by ``RunDir``'s
+    methods (the notebooks call them first); ``str(err)`` names the directory and, for missing
+    or stale inputs, the notebook to re-run."""
 
     def __init__(self, path, reason: str):
         super().__init__(path, reason)

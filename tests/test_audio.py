@@ -1,9 +1,12 @@
-"""The numpy synthesiser: loudness, pitch, envelopes, determinism, WAV files, optional extras."""
+"""The numpy synthesiser: loudness, pitch, envelopes, determinism, WAV files, optional extras
+(reading WAVs back, fingerprints and fluidsynth live in helpers_audio: only tests use them)."""
 import hashlib
 import wave
 
+import helpers_audio
 import numpy as np
 import pytest
+from helpers_audio import audio_hash, read_wav
 
 from midilstm import audio
 from midilstm.events import NOTE_DTYPE, events_to_notes, make_events
@@ -62,10 +65,10 @@ def test_chord_is_summed_and_still_normalised():
 
 def test_same_input_same_hash_and_different_input_different_hash():
     events = make_events([(60, 80, 0.0), (60, 0, 0.3), (62, 70, 0.1), (62, 0, 0.4)])
-    assert audio.audio_hash(audio.render(events, SR)) == audio.audio_hash(audio.render(events, SR))
+    assert audio_hash(audio.render(events, SR)) == audio_hash(audio.render(events, SR))
     other = events.copy()
     other["pitch"][2:] = 64
-    assert audio.audio_hash(audio.render(other, SR)) != audio.audio_hash(audio.render(events, SR))
+    assert audio_hash(audio.render(other, SR)) != audio_hash(audio.render(events, SR))
 
 
 def test_notes_and_events_render_identically():
@@ -106,23 +109,23 @@ def test_wav_round_trip_and_hash_is_sha256_of_the_pcm(tmp_path):
     with wave.open(str(path), "rb") as w:
         assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, SR)
         frames = w.readframes(w.getnframes())
-    assert audio.audio_hash(samples) == hashlib.sha256(frames).hexdigest()
-    back, rate = audio.read_wav(path)
+    assert audio_hash(samples) == hashlib.sha256(frames).hexdigest()
+    back, rate = read_wav(path)
     assert rate == SR and np.abs(back - samples).max() <= 1 / 32767 + 1e-7
     assert not list(path.parent.glob(".*.tmp"))  # the atomic write left no temporary file
 
 
 def test_wav_clips_out_of_range_samples(tmp_path):
     path = audio.write_wav(np.array([2.0, -2.0, 0.0], np.float32), tmp_path / "c.wav", SR)
-    back, _ = audio.read_wav(path)
+    back, _ = read_wav(path)
     assert back.tolist() == [1.0, -1.0, 0.0]
 
 
 def test_fluidsynth_absent_is_reported_clearly(monkeypatch, tmp_path):
-    monkeypatch.setattr(audio.shutil, "which", lambda name: None)
-    assert audio.fluidsynth_available() is False
+    monkeypatch.setattr(helpers_audio.shutil, "which", lambda name: None)
+    assert helpers_audio.fluidsynth_available() is False
     with pytest.raises(RuntimeError, match="fluidsynth"):
-        audio.render_fluidsynth(tmp_path / "x.mid", tmp_path / "x.sf2")
+        helpers_audio.render_fluidsynth(tmp_path / "x.mid", tmp_path / "x.sf2")
 
 
 def test_player_returns_an_ipython_audio_widget():
