@@ -44,7 +44,7 @@ from .checkpoint import Checkpoint
 from .codec import EventCodec
 from .checks import check_int
 from .corpus import Corpus
-from .data import check_fraction, split_names, transpose
+from .data import split_names, transpose
 from .errors import ParameterError
 from .model import ModelConfig, build, torch_threads
 from .sounding import N_PITCH_CLASSES, Held, held_before
@@ -73,10 +73,9 @@ class CorpusTrainConfig(TrainConfig):
     precision: str = "auto"
 
     def __post_init__(self):
-        super().__post_init__()
+        super().__post_init__()  # with val_fraction: the parameter table's rule
         check_int("steps", self.steps, 1)
         check_int("eval_every", self.eval_every, 1)
-        check_fraction(self.val_fraction)
 
 
 def sample_windows(offsets: np.ndarray, pieces, length: int, n: int,

@@ -27,16 +27,16 @@ from pathlib import Path
 import numpy as np
 
 from .checks import is_int, is_number
+from . import params
 from .constants import MAX_POLYPHONY, N_VELOCITIES, PITCH_HIGH, PITCH_LOW
-from .errors import CodecError
+from .constants import TIME_STRATEGIES  # noqa: F401  (notebook 02 reads it from here)
+from .errors import CodecError, ParameterError
 from .events import EVENT_DTYPE, onset_times_s, texture_limits
 from .files import write_json_atomic
 
-TIME_STRATEGIES = ("uniform", "log", "quantile")
 HEADS = ("pitch", "velocity", "time")
 # Bounds on what a codec (or a file claiming to be one) may ask for: far beyond any musical use,
 # small enough that the model and generation buffers it sizes stay small.
-MAX_TIME_BINS = 1024
 MAX_CODEC_FILE_BYTES = 1 << 20  # a fitted codec.json is a few kB
 
 
@@ -225,15 +225,12 @@ def check_codec_fields(values: dict, where: str = "codec") -> None:
     def bad(name, why):
         raise CodecError(where, f"{name} {why}, not {reprlib.repr(values[name])}")
 
-    strategy = values["time_strategy"]
-    if not isinstance(strategy, str) or strategy not in TIME_STRATEGIES:
-        bad("time_strategy", f"must be one of {', '.join(TIME_STRATEGIES)}")
+    for name in ("time_strategy", "n_time_bins", "velocity_bins"):  # the parameter table's rules
+        try:
+            params.check(name, values[name])
+        except ParameterError as err:
+            raise CodecError(where, f"{name} {err.reason}") from None
     n_bins = values["n_time_bins"]
-    if not is_int(n_bins) or not 1 <= n_bins <= MAX_TIME_BINS:
-        bad("n_time_bins", f"must be an integer in 1..{MAX_TIME_BINS}")
-    velocity_bins = values["velocity_bins"]
-    if velocity_bins is not None and (not is_int(velocity_bins) or not 1 <= velocity_bins <= 127):
-        bad("velocity_bins", "must be null (128 velocity classes) or an integer in 1..127")
     if not is_number(values["same_time_s"], finite=True) or values["same_time_s"] < 0:
         bad("same_time_s", "must be a finite number >= 0")
     low, high = values["pitch_low"], values["pitch_high"]

@@ -1,4 +1,5 @@
 """Numbers that the MIDI standard or the lesson fixes, in one place."""
+import math
 
 # The lesson's pitch range: 89 classes for MIDI pitches 24 (C1) .. 112 (E8), both included.
 PITCH_LOW = 24
@@ -19,6 +20,9 @@ MAX_BPM = 2000.0
 DEFAULT_PPQ = 480
 DEFAULT_BPM = 120.0
 MICROSECONDS_PER_MINUTE = 60_000_000
+# A set_tempo message holds at most 0xFFFFFF microseconds a beat: no slower tempo can be
+# written (3.5763 bpm, rounded up to four decimals).
+MIN_WRITABLE_BPM = math.ceil(MICROSECONDS_PER_MINUTE / 0xFFFFFF * 1e4) / 1e4
 
 # Where torch may run: "auto" picks CUDA when present, else the CPU.
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
@@ -34,6 +38,10 @@ MAX_EMBEDDING = 1024
 MAX_CONTEXT = 4096  # events a transformer looks back
 MAX_CLASSES = 4096
 INPUT_MODES = ("one_hot", "embedding")
+
+# How the codec places its time bins, and at most how many (codec.json, the parameter table).
+TIME_STRATEGIES = ("uniform", "log", "quantile")
+MAX_TIME_BINS = 1024
 
 # Bounds of generation's texture limits (SamplingConfig, the parameter table, the codec).
 MAX_NOTE_S = 3600.0  # the longest note limit one may set, in seconds

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checks import is_number
+from . import params
 from .errors import ParameterError
 
 NO_VALIDATION = "none: too little music"  # what a history without validation says
@@ -48,6 +48,7 @@ def split(pieces: list, names=None, val_fraction: float = 0.1, seed: int = 0) ->
     piece (file names; default ``piece_0``, ``piece_1``, ...).
     """
     check_fraction(val_fraction)
+    params.check("seed", seed)
     if len(pieces) == 0:
         raise ParameterError("pieces", "no pieces to split")
     names = [f"piece_{i}" for i in range(len(pieces))] if names is None else list(names)
@@ -95,9 +96,7 @@ def _name_fraction(name: str, seed: int = 0) -> float:
 
 
 def check_fraction(val_fraction):
-    if not is_number(val_fraction) or not 0 < val_fraction < 1:
-        raise ParameterError("val_fraction",
-                             f"must be a number between 0 and 1, not {val_fraction!r}")
+    params.check("val_fraction", val_fraction)  # the parameter table's rule
 
 
 def _cut(n_events: int, val_fraction: float) -> int:

@@ -21,10 +21,11 @@ import mido
 import numpy as np
 
 from .constants import DEFAULT_BPM, DEFAULT_PPQ, DRUM_CHANNEL, MICROSECONDS_PER_MINUTE
-from .checks import check_positive, is_int
+from .checks import is_int
 from .errors import ParameterError
 from .events import events_to_notes
 from .files import write_bytes_atomic
+from .params import check
 
 SWITCH_DTYPE = np.dtype([("tick", np.int64), ("on", bool), ("pitch", np.int64),
                          ("velocity", np.int64)])
@@ -84,11 +85,10 @@ def header_messages(bpm: float = DEFAULT_BPM, channel: int = 0, program: int = 0
 def events_to_midi(events: np.ndarray, *, bpm: float = DEFAULT_BPM, ppq: int = DEFAULT_PPQ,
                    channel: int = 0, program: int = 0, name: str = "midilstm") -> mido.MidiFile:
     """Build a type 0 ``mido.MidiFile`` from events."""
-    for name_, value, low, high in (("channel", channel, 0, 15), ("program", program, 0, 127),
-                                    ("ppq", ppq, 1, 32767)):
+    for name_, value, low, high in (("channel", channel, 0, 15), ("ppq", ppq, 1, 32767)):
         if not is_int(value) or not low <= value <= high:
             raise ParameterError(name_, f"must be a whole number in {low}..{high}, not {value!r}")
-    check_positive("bpm", bpm)
+    bpm, program = check("bpm", bpm), check("program", program)  # the parameter table's rules
     notes, _ = events_to_notes(events)
     track = mido.MidiTrack(header_messages(bpm, channel, program, name)
                            + note_messages(note_switches(notes, bpm, ppq), channel)

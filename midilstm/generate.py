@@ -20,8 +20,9 @@ from tqdm.auto import tqdm
 
 from .codec import HEADS, EventCodec
 from .events import drop_orphan_offs, end_all_notes, make_events
-from .model import ModelConfig, build
 from .lstm_step import BLAS_STREAMS
+from .model import ModelConfig, build
+from .params import check
 from .sampling import SamplingConfig, sample_step
 from .sounding import KEY_DECAY, N_PITCH_CLASSES, track_notes
 
@@ -38,6 +39,7 @@ class Improviser:
 
     def __init__(self, model, codec: EventCodec, sampling: SamplingConfig = SamplingConfig(),
                  seed: int = 0, n_variations: int = 1):
+        seed, n_variations = check("seed", seed), check("n_variations", n_variations)
         if tuple(model.config.sizes) != tuple(codec.sizes):  # else the steps index past arrays
             raise ValueError(f"the model predicts {tuple(model.config.sizes)} classes per head "
                              f"but the codec encodes {tuple(codec.sizes)}: not a pair")
@@ -128,6 +130,7 @@ def generate(model, codec: EventCodec, primer: np.ndarray, *, n_events: int = 50
     """Continue ``primer`` (events) with up to ``n_events`` new events (or until ``seconds`` of
     music) per variation. Returns one event array per variation: the continuation only, with
     every note ended."""
+    n_events, seconds = check("n_events", n_events), check("seconds", seconds)
     improviser = Improviser(model, codec, sampling, seed, n_variations)
     improviser.prime(primer)
     start_s = improviser.now_s.copy()

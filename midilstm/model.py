@@ -33,10 +33,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import is_int, is_number
-from .constants import (ARCHITECTURES, INPUT_MODES, MAX_CLASSES, MAX_CONTEXT, MAX_EMBEDDING,
-                        MAX_HIDDEN, MAX_LAYERS)
+from .checks import is_int
+from .constants import (ARCHITECTURES, MAX_CLASSES, MAX_EMBEDDING)
 from .errors import ParameterError
+from .params import check_fields
 from .sounding import N_PITCH_CLASSES, Held, key_profiles, key_shares, sounding_flags
 
 
@@ -64,34 +64,18 @@ class ModelConfig:
     context: int = 128  # transformer only: how many events back each event can see
 
     def __post_init__(self):
-        if self.arch not in ARCHITECTURES:
-            raise ParameterError("arch", f"must be one of {', '.join(map(repr, ARCHITECTURES))}, "
-                                         f"not {reprlib.repr(self.arch)}")
-        if self.input_mode not in INPUT_MODES:
-            raise ParameterError("input_mode",
-                                 f"must be 'one_hot' or 'embedding', not {self.input_mode!r}")
+        check_fields(self)  # arch, hidden_size, ...: the parameter table's rules
         sizes = self.sizes
         if (not isinstance(sizes, (list, tuple)) or len(sizes) != 3
                 or not all(is_int(n) and 1 <= n <= MAX_CLASSES for n in sizes)):
             raise ParameterError("sizes", f"must be three class counts in 1..{MAX_CLASSES}, "
                                           f"not {reprlib.repr(sizes)}")
-        for name, top in (("hidden_size", MAX_HIDDEN), ("num_layers", MAX_LAYERS),
-                          ("embedding_dim", MAX_EMBEDDING), ("heads", MAX_HIDDEN),
-                          ("context", MAX_CONTEXT)):
-            value = getattr(self, name)
-            if not is_int(value) or not 1 <= value <= top:
-                raise ParameterError(name, f"must be an integer in 1..{top}, "
-                                           f"not {reprlib.repr(value)}")
+        if not is_int(self.embedding_dim) or not 1 <= self.embedding_dim <= MAX_EMBEDDING:
+            raise ParameterError("embedding_dim", f"must be an integer in 1..{MAX_EMBEDDING}, "
+                                                  f"not {reprlib.repr(self.embedding_dim)}")
         if self.arch == "transformer" and self.hidden_size % self.heads:
             raise ParameterError("heads", f"must divide hidden_size {self.hidden_size}, "
                                           f"not {self.heads}")
-        if not is_number(self.dropout) or not 0 <= self.dropout < 1:
-            raise ParameterError("dropout", f"must be a number in [0, 1), "
-                                            f"not {reprlib.repr(self.dropout)}")
-        for name in ("sounding_input", "key_input"):
-            if not isinstance(getattr(self, name), bool):
-                raise ParameterError(name, f"must be true or false, "
-                                           f"not {reprlib.repr(getattr(self, name))}")
         object.__setattr__(self, "sizes", tuple(int(s) for s in sizes))
 
     def to_dict(self) -> dict:

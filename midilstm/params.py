@@ -16,13 +16,16 @@ before a single notebook has run, not as a ``TypeError`` after training.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import difflib
 import re
 from dataclasses import dataclass
 
 from .checks import is_int, is_number
 from .constants import (ARCHITECTURES, DEVICE_PATTERN, INPUT_MODES, MAX_BPM, MAX_CONTEXT,
-                        MAX_HIDDEN, MAX_LAYERS, MAX_NOTE_S, MAX_POLYPHONY, MIN_BPM)
+                        MAX_HIDDEN, MAX_LAYERS, MAX_NOTE_S, MAX_POLYPHONY, MAX_TIME_BINS,
+                        MIN_WRITABLE_BPM, TIME_STRATEGIES)
 from .errors import ParameterError
 
 SERIES = ("01_parse", "02_encode", "03_train", "04_generate", "05_evaluate")
@@ -104,8 +107,8 @@ PARAMETERS: dict[str, Spec] = {
     "out_of_range": Spec("str", (P01,), "pitches outside 24..112: fold by octaves or drop",
                          choices=("fold", "drop")),
     # 02_encode
-    "time_strategy": Spec("str", (P02,), "how time bins are placed", choices=("uniform", "log", "quantile")),
-    "n_time_bins": Spec("int", (P02,), "bins for positive delta times", low=1, high=1024),
+    "time_strategy": Spec("str", (P02,), "how time bins are placed", choices=TIME_STRATEGIES),
+    "n_time_bins": Spec("int", (P02,), "bins for positive delta times", low=1, high=MAX_TIME_BINS),
     "velocity_bins": Spec("int", (P02,), "velocity classes (None: all 128)", low=1, high=127, optional=True),
     "val_fraction": Spec("float", (P02,), "share held out for validation", low=0, high=1,
                          open_low=True, open_high=True),
@@ -145,7 +148,8 @@ PARAMETERS: dict[str, Spec] = {
     "max_polyphony": Spec("int", (P04,), "start no note while this many sound (None: the most "
                           "the training music holds at once; 0: off)", low=0, high=MAX_POLYPHONY,
                           optional=True),
-    "bpm": Spec("float", (P04,), "tempo written into the MIDI files", low=MIN_BPM, high=MAX_BPM),
+    "bpm": Spec("float", (P04,), "tempo written into the MIDI files", low=MIN_WRITABLE_BPM,
+                high=MAX_BPM),
     "program": Spec("int", (P04,), "General MIDI instrument of the written files", low=0, high=127),
     # 05_evaluate
     "temperatures": Spec("list", (P05,), "temperatures of the sampling grid", item="float",
@@ -191,9 +195,10 @@ def validate(params: dict, notebook: str | None = None) -> dict:
     return out
 
 
-def check(name: str, value):
-    """One value against its table entry; returns it normalised."""
-    spec = PARAMETERS[name]
+def check(name: str, value, spec: Spec | None = None):
+    """One value against its table entry (or ``spec``, for a field that shares an entry's rule
+    under another name); returns it normalised."""
+    spec = spec or PARAMETERS[name]
     if value is None:
         if spec.optional:
             return None
@@ -205,8 +210,31 @@ def check(name: str, value):
     if spec.kind == "list":
         if not isinstance(value, (list, tuple)) or not value:
             _refuse(name, spec, value)
-        return [_scalar(name, spec, spec.item, v, whole=value) for v in value]
+        items = [_scalar(name, spec, spec.item, v, whole=value) for v in value]
+        if name == "channels" and len(set(items)) != len(items):
+            raise ParameterError("channels", f"lists a channel twice: {items}")
+        return items
     return _scalar(name, spec, spec.kind, value)
+
+
+def check_fields(config, shared: dict[str, str] | None = None) -> None:
+    """Check every field of the dataclass ``config`` that the table declares by the field's
+    name (or, ``shared``: by another entry's name, whose rule it shares, None allowed) and
+    store the normalised value. The table is the one home of each rule: a config class and a
+    run's parameters refuse the same values, with the same message."""
+    shared = shared or {}
+    for field in dataclasses.fields(config):
+        if field.name in shared:
+            spec = dataclasses.replace(PARAMETERS[shared[field.name]], optional=True)
+        elif field.name in PARAMETERS:
+            spec = PARAMETERS[field.name]
+        else:
+            continue
+        value = getattr(config, field.name)
+        if field.name == "channels" and not isinstance(value, (list, str, bytes)):
+            with contextlib.suppress(TypeError):  # a tuple, set or array of channels: a list
+                value = list(value)  # (one number, or a 0-d array, stays as it is)
+        object.__setattr__(config, field.name, check(field.name, value, spec))
 
 
 def _scalar(name, spec, kind, value, whole=None):
@@ -285,5 +313,3 @@ def _check_together(p: dict) -> None:
     if "temperatures" in p and "top_ks" in p and len(p["temperatures"]) * len(p["top_ks"]) > MAX_GRID_POINTS:
         raise ParameterError("temperatures", f"the grid of temperatures x top_ks has "
                              f"{len(p['temperatures']) * len(p['top_ks'])} points, over {MAX_GRID_POINTS}")
-    if p.get("channels") is not None and len(set(p["channels"])) != len(p["channels"]):
-        raise ParameterError("channels", f"lists a channel twice: {p['channels']}")

@@ -44,6 +44,7 @@ from .constants import DRUM_CHANNEL, PITCH_HIGH, PITCH_LOW
 from .errors import MidiInputError, ParameterError
 from .events import NOTE_DTYPE, events_to_notes, fold_pitches, notes_to_events, strike_again
 from .pairing import pair_notes
+from .params import check_fields
 from .smf import ReadLimits, load_file, scan_messages
 from .tempo import division_text, file_timing
 
@@ -74,19 +75,14 @@ class Selection:
     pitch_high: int = PITCH_HIGH
 
     def __post_init__(self):
-        """Check every field (``ParameterError`` naming it); store numbers as Python ints."""
+        """Check every field (``ParameterError`` naming it); store numbers as Python ints.
+        channels, include_drums, sustain_pedal and out_of_range follow the parameter table."""
+        check_fields(self)
         for name, top, what in (("channels", 15, "channel"), ("tracks", MAX_TRACK, "track"),
                                 ("programs", 127, "program")):
             value = getattr(self, name)
             if value is not None:  # one number or any iterable of them, stored as a tuple
                 object.__setattr__(self, name, _whole_numbers(name, value, top, what))
-        for name in ("include_drums", "sustain_pedal"):
-            if not isinstance(getattr(self, name), bool):
-                raise ParameterError(name, f"must be true or false, "
-                                           f"not {reprlib.repr(getattr(self, name))}")
-        if self.out_of_range not in ("fold", "drop"):
-            raise ParameterError("out_of_range", f"must be 'fold' or 'drop', "
-                                                 f"not {reprlib.repr(self.out_of_range)}")
         for name in ("pitch_low", "pitch_high"):
             value = getattr(self, name)
             if not is_int(value) or not 0 <= value <= 127:

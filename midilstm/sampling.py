@@ -22,10 +22,9 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from .checks import is_int, is_number
 from .codec import HEADS, EventCodec
-from .constants import FALLBACK_MAX_NOTE_S, MAX_NOTE_S, MAX_POLYPHONY
-from .errors import ParameterError
+from .constants import FALLBACK_MAX_NOTE_S
+from .params import check_fields
 
 
 @dataclass(frozen=True)
@@ -41,29 +40,8 @@ class SamplingConfig:
     max_note_s: float | None = None  # end notes held longer than this many seconds
     max_polyphony: int | None = None  # start no note while this many sound
 
-    def __post_init__(self):
-        for name in ("temperature",) + tuple(f"temperature_{h}" for h in HEADS):
-            value = getattr(self, name)
-            if value is None and name != "temperature":
-                continue
-            if not is_number(value, finite=True):
-                raise ParameterError(name, f"must be a number > 0, not {value!r}")
-            if value <= 0:
-                raise ParameterError(name, f"must be > 0, got {value}; for always the most "
-                                     "likely class use top_k=1 (temperature 1e-3 is nearly that)")
-        if self.top_k is not None and (not is_int(self.top_k) or self.top_k < 1):
-            raise ParameterError("top_k", "must be None (off) or a whole number >= 1, "
-                                 f"not {self.top_k!r}")
-        if self.top_p is not None and not (is_number(self.top_p) and 0 < self.top_p <= 1):
-            raise ParameterError("top_p", f"must be None (off) or in (0, 1], not {self.top_p!r}")
-        if self.max_note_s is not None and not (is_number(self.max_note_s, finite=True)
-                                                and 0 <= self.max_note_s <= MAX_NOTE_S):
-            raise ParameterError("max_note_s", "must be None (learned), 0 (off) or a number of "
-                                 f"seconds in (0, {MAX_NOTE_S:g}], not {self.max_note_s!r}")
-        if self.max_polyphony is not None and not (is_int(self.max_polyphony)
-                                                   and 0 <= self.max_polyphony <= MAX_POLYPHONY):
-            raise ParameterError("max_polyphony", "must be None (learned), 0 (off) or a whole "
-                                 f"number in 1..{MAX_POLYPHONY}, not {self.max_polyphony!r}")
+    def __post_init__(self):  # the parameter table's rules; a per-head temperature as the overall
+        check_fields(self, {f"temperature_{head}": "temperature" for head in HEADS})
 
     def with_limits(self, codec: EventCodec) -> "SamplingConfig":
         """This config with its learned limits (None) taken from the codec's training music.

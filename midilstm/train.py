@@ -30,7 +30,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,10 +43,10 @@ from tqdm.auto import tqdm
 from .checks import check_int, check_positive
 from .checkpoint import Checkpoint, load_checkpoint
 from .codec import HEADS, EventCodec
-from .constants import DEVICE_PATTERN
 from .data import NO_VALIDATION, count_targets, training_sequences, transpose
 from .errors import ParameterError
 from .model import ModelConfig, build, torch_threads
+from .params import check_fields
 from .sounding import Held, held_before
 
 
@@ -73,13 +72,7 @@ class TrainConfig:
     time_budget_s: float | None = None  # stop at the first validation after this much training
 
     def __post_init__(self):
-        check_int("epochs", self.epochs, 1)
-        check_int("seq_len", self.seq_len, 1)
-        check_int("batch_size", self.batch_size, 1)
-        check_int("patience", self.patience, 1)
-        check_int("transpose_semitones", self.transpose_semitones, 0)
-        check_int("seed", self.seed, 0)
-        check_positive("lr", self.lr)
+        check_fields(self)  # epochs, seq_len, lr, seed, device, ...: the parameter table's rules
         check_positive("grad_clip", self.grad_clip)
         if self.threads is not None:
             check_int("threads", self.threads, 1)
@@ -88,9 +81,6 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ParameterError("precision", f"must be one of {', '.join(PRECISIONS)}, "
                                               f"not {self.precision!r}")
-        if not isinstance(self.device, str) or not re.fullmatch(DEVICE_PATTERN, self.device):
-            raise ParameterError("device", f"must be 'auto', 'cpu', 'mps' or 'cuda[:N]', "
-                                           f"not {self.device!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

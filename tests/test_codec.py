@@ -247,7 +247,7 @@ def tampered(**changes) -> dict:
     (dict(velocity_bins=0), "velocity_bins", "1..127"),
     (dict(velocity_bins=128), "velocity_bins", "1..127"),
     (dict(velocity_bins=16.5), "velocity_bins", "1..127"),
-    (dict(time_strategy="linear"), "time_strategy", "uniform, log, quantile"),
+    (dict(time_strategy="linear"), "time_strategy", "one of .uniform., .log., .quantile."),
     (dict(time_strategy=["log"]), "time_strategy", "one of"),
     (dict(same_time_s=-0.001), "same_time_s", ">= 0"),
     (dict(same_time_s=float("nan")), "same_time_s", "finite"),

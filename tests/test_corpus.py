@@ -10,7 +10,8 @@ import pytest
 from conftest import off, on, tempo, write_midi_file
 from midilstm import corpus as corpus_module
 from midilstm import parse, smf
-from midilstm.corpus import Corpus, is_held_out, load_corpus, read_corpus
+from midilstm.corpus import Corpus, load_corpus, read_corpus
+from midilstm.data import is_held_out
 from midilstm.errors import MidiInputError
 from midilstm.events import EVENT_DTYPE
 

@@ -322,7 +322,7 @@ def test_generation_stops_once_every_variation_is_long_enough(monkeypatch):
 
 
 def test_n_events_caps_the_length_when_seconds_is_not_reached():
-    out = gen(seconds=1e6, n_events=25)[0]
+    out = gen(seconds=6 * 3600, n_events=25)[0]
     _, open_notes, _ = walk_notes(out[:25])
     assert len(out) == 25 + open_notes  # 25 events, then the offs that close open notes
 
@@ -533,7 +533,7 @@ def test_considered_holds_the_models_probabilities_before_the_masks():
 
 
 @pytest.mark.parametrize("kw", [dict(temperature=0), dict(temperature=-1), dict(temperature="hot"),
-                                dict(temperature_pitch=0.0), dict(top_k=0), dict(top_k=2.5),
+                                dict(temperature_pitch=0.0), dict(top_k=-1), dict(top_k=2.5),
                                 dict(top_p=0), dict(top_p=2), dict(max_note_s=-1.0),
                                 dict(max_note_s=float("nan")), dict(max_note_s="5"),
                                 dict(max_polyphony=-1), dict(max_polyphony=2.5),
@@ -545,7 +545,11 @@ def test_bad_sampling_settings_are_refused_with_one_line_naming_them(kw):
     message = str(error.value)
     assert "\n" not in message and f"parameter {next(iter(kw))}:" in message
     if kw.get("temperature") == 0:
-        assert "top_k=1" in message  # says what to do instead
+        assert "top_k 1" in message  # says what to do instead
+
+
+def test_top_k_0_is_off_in_the_config_as_in_the_parameter_table():
+    assert SamplingConfig(top_k=0).top_k is None  # 05's grid and the table say 0 for "all"
 
 
 def test_the_texture_limits_are_learned_switched_off_or_set():

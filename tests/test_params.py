@@ -88,7 +88,7 @@ def test_epochs_ten_names_the_parameter_and_the_rule():
     ({"patience": 0}, "patience", ">= 1"),
     ({"velocity_bins": 128}, "velocity_bins", "in 1..127 or None"),
     ({"program": 128}, "program", "in 0..127"),
-    ({"bpm": 0}, "bpm", "in 1..2000"),
+    ({"bpm": 0}, "bpm", "in 3.5763..2000"),
     ({"seed": -1}, "seed", "in 0..4294967295"),
     ({"max_note_s": -1}, "max_note_s", "in 0..3600 or None"),  # 0 is "off", None "learned"
     ({"max_note_s": 3601}, "max_note_s", "in 0..3600 or None"),

@@ -171,10 +171,12 @@ def test_resume_continues_the_history(tmp_path):
 def test_resume_keeps_the_best_weights_when_nothing_improves(tmp_path):
     # Regression: the resumed model was trained in place, so the "best" checkpoint returned
     # (and saved) held the weights of the last epoch, not of the best one. A huge learning
-    # rate (regression: it was ignored on resume) makes every resumed epoch worse.
+    # rate (regression: it was ignored on resume; 1.0 is the most the parameter table allows)
+    # on noise makes every resumed epoch worse.
     first = run(replace(FAST, epochs=4), checkpoint_path=tmp_path / "a.pt")
-    resumed = run(replace(FAST, epochs=7, lr=20.0), resume_from=tmp_path / "a.pt",
-                  checkpoint_path=tmp_path / "a.pt", model_config=None)
+    noise = np.random.default_rng(0).integers(0, CODEC.sizes, (256, 3))
+    resumed = run(replace(FAST, epochs=7, lr=1.0), resume_from=tmp_path / "a.pt",
+                  checkpoint_path=tmp_path / "a.pt", model_config=None, train_codes=[noise])
     val_nll = [h["val"]["nll"] for h in resumed.history]
     assert len(val_nll) == 7
     assert min(val_nll[4:]) > min(val_nll[:4])  # the big lr did act
