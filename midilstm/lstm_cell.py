@@ -14,7 +14,8 @@ matrix product each for ``x`` and ``h``:
 ``torch.nn.LSTM`` stores the four gates' weights stacked in this order (i, f, g, o):
 ``weight_ih_l{k}`` is (4 * hidden, inputs), ``weight_hh_l{k}`` (4 * hidden, hidden), and the
 two biases (4 * hidden,). ``run_lstm`` uses exactly those tensors, so it gives the same outputs
-as the module (a test checks it); it is for reading, not speed.
+as the module (a test checks it); it is for reading, not speed. ``HandLSTM`` gives the equations
+weights of their own, so that they can be trained in place of ``nn.LSTM`` (notebook 03 does).
 """
 from __future__ import annotations
 
@@ -61,3 +62,21 @@ def run_lstm(lstm: nn.LSTM, x, state=None):
         c_last.append(c)
     out = layer_input if lstm.batch_first else layer_input.transpose(0, 1)
     return out, (torch.stack(h_last), torch.stack(c_last))
+
+
+class HandLSTM(nn.Module):
+    """``run_lstm`` as a module with parameters of its own, starting from ``lstm``'s: a stand-in
+    for a one-layer ``nn.LSTM`` that trains the equations above (slowly: a Python loop a step).
+    More layers would need the dropout ``nn.LSTM`` puts between them, which it does not have."""
+
+    def __init__(self, lstm: nn.LSTM):
+        super().__init__()
+        if lstm.num_layers != 1:
+            raise ValueError(f"HandLSTM stands in for one layer, not {lstm.num_layers}")
+        self.num_layers, self.hidden_size = lstm.num_layers, lstm.hidden_size
+        self.batch_first = lstm.batch_first
+        for name, weight in lstm.named_parameters():  # weight_ih_l0, weight_hh_l0, bias_ih_l0, ...
+            self.register_parameter(name, nn.Parameter(weight.detach().clone()))
+
+    def forward(self, x, state=None):
+        return run_lstm(self, x, state)

@@ -51,3 +51,26 @@ def test_one_step_by_the_equations():
     expected_c = f * 2.0 + i * g
     torch.testing.assert_close(c[0, 0], expected_c)
     torch.testing.assert_close(h[0, 0], o * torch.tanh(expected_c))
+
+
+def test_the_hand_lstm_trains_like_torchs():
+    # The same start weights, the same batches and optimiser: the gradients through the
+    # equations are torch's (float64, so rounding cannot hide a wrong gate).
+    from midilstm.lstm_cell import HandLSTM
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(5, 7, batch_first=True).double()
+    hand = HandLSTM(lstm)
+    start = lstm.weight_ih_l0.detach().clone()
+    assert [n for n, _ in hand.named_parameters()] == [n for n, _ in lstm.named_parameters()]
+    x, target = torch.randn(4, 9, 5, dtype=torch.float64), torch.randn(4, 9, 7, dtype=torch.float64)
+    optimisers = [torch.optim.Adam(m.parameters(), lr=0.05) for m in (lstm, hand)]
+    for _ in range(5):
+        for module, optimiser in zip((lstm, hand), optimisers):
+            optimiser.zero_grad()
+            ((module(x)[0] - target) ** 2).mean().backward()
+            optimiser.step()
+    for (name, a), (_, b) in zip(lstm.named_parameters(), hand.named_parameters()):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=0, msg=name)
+    assert (hand.weight_ih_l0 - start).abs().max() > 1e-2  # and both did learn
+    with pytest.raises(ValueError, match="one layer, not 2"):
+        HandLSTM(torch.nn.LSTM(5, 7, 2))
