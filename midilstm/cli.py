@@ -1,13 +1,38 @@
-"""Command line: ``python -m midilstm inspect|run|sweep ...`` (see ``--help`` of each)."""
+"""The command line: every command's options, help and exit status, and what inspect, run and
+sweep do. ``python -m midilstm COMMAND`` runs inspect, run, sweep (``runs``, ``sweeps``) and
+corpus, train, generate, report; ``python -m midilstm.batch`` (as ``torchrun`` starts it)
+runs the last four alone, whose work is ``corpus_commands``: only they import torch, and only
+when they are the command. Every command ends with one of the exit statuses of ``EXIT_STATUS``
+(also in ``--help``), saying what went wrong in one line on stderr, never with a traceback.
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
+import textwrap
+from pathlib import Path
 
-from .errors import MidiInputError, ParameterError
-from .runs import add_run_commands  # papermill itself is imported only when a run starts
+from . import errors
+from . import params as parameters
+from .errors import MidiInputError, MidilstmError, ParameterError
+
+EXIT_STATUS = """\
+exit status:
+  0    done
+  1    the command ran, but some of its work failed: files it could not read besides those
+       it did (inspect, corpus), a notebook that failed (run), points that failed (sweep)
+  2    refused before doing anything: bad usage, a bad parameter or option value, or an input
+       that is missing or cannot be used (MIDI files, a checkpoint, a corpus folder, a run
+       directory that holds a run or that another run is using)
+  130  interrupted (Ctrl-C)
+  141  the output was closed early (... | head)
+"""
+__doc__ += "\n" + EXIT_STATUS
+REFUSED = (ParameterError, MidiInputError, errors.CheckpointError, errors.CodecError,
+           errors.RunDirError)  # exit status 2; any other MidilstmError is work that failed: 1
 
 DESCRIPTION = "Read MIDI files, train an LSTM on them and let it improvise (midilstm)."
 EPILOG = """\
@@ -18,35 +43,75 @@ examples:
 
 'python -m midilstm COMMAND --help' gives each command's options and the parameter list.
 """
-BATCH_COMMANDS = ("corpus", "train", "generate", "report")  # without notebooks: midilstm.batch
-STUDENT_COMMANDS = "{inspect,run,sweep,corpus,train,generate,report}"  # refresh-notebooks is the maintainer's
+RUN_EXAMPLES = """\
+examples:
+  python -m midilstm run --out runs/cooler -p temperature 0.8 -p top_k 20
+  python -m midilstm run --out runs/josquin -p piece josquin -p epochs 100
+  python -m midilstm run --out runs/mine -p piece songs/ -p channels "[0]"
+  python -m midilstm run --out runs/mine --resume --from 03_train -p hidden_size 256
+"""
+SWEEP_EXAMPLES = """\
+examples:
+  python -m midilstm sweep --out runs/sweep1 -p temperature 0.8 1.0 -p n_time_bins 16 32
+  python -m midilstm sweep --out runs/sweep2 --grid examples/grid.yaml --jobs 2
+
+Points that differ only in 04_generate/05_evaluate parameters share one trained model.
+"""
+BATCH_COMMANDS = ("corpus", "train", "generate", "report")  # import torch: built when used
+STUDENT_COMMANDS = "{inspect,run,sweep,corpus,train,generate,report}"  # refresh-notebooks: the maintainer's
+
+
+class Help(argparse.RawDescriptionHelpFormatter):
+    """Text as written; each option's default after its help, unless None, off or empty."""
+
+    def _get_help_string(self, action):
+        text, default = action.help or "", action.default
+        worth = not (default is None or default is False or default is argparse.SUPPRESS
+                     or default == [])
+        if action.option_strings and worth and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m midilstm", description=DESCRIPTION,
-                                     epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True, metavar=STUDENT_COMMANDS)
-
-    inspect = commands.add_parser("inspect", help="report what MIDI files contain and what is read")
-    inspect.add_argument("files", nargs="+", help="MIDI files, folders or glob patterns")
-    inspect.add_argument("--json", action="store_true", help="one JSON object per file per line")
-    inspect.add_argument("--channels", type=int, nargs="+", help="keep only these 0-based channels")
-    inspect.add_argument("--drums", action="store_true", help="keep drums (channel index 9)")
-    inspect.add_argument("--pedal", action="store_true",
-                         help="hold notes while the sustain pedal is down")
-    inspect.add_argument("--out-of-range", choices=("fold", "drop"), default="fold")
-    inspect.set_defaults(handler=_inspect)
-
-    add_run_commands(commands)
+    """``python -m midilstm``: every command."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] in BATCH_COMMANDS + ("-h", "--help"):
-        from .batch_cli import add_batch_commands  # imports torch (a second): only when needed
+    return _dispatch(parser(full=bool(argv) and argv[0] in BATCH_COMMANDS), argv)
 
-        add_batch_commands(commands)
-    args = parser.parse_args(argv)
+
+def batch_main(argv=None) -> int:
+    """``python -m midilstm.batch`` (``torchrun -m midilstm.batch``): the corpus commands."""
+    top = argparse.ArgumentParser(
+        prog="python -m midilstm.batch", formatter_class=Help, epilog=EXIT_STATUS,
+        description="Corpus-scale reading, training, generation and reports, without notebooks.")
+    _add_batch_commands(top.add_subparsers(dest="command", required=True), full=True)
+    return _dispatch(top, argv)
+
+
+def parser(full: bool = True) -> argparse.ArgumentParser:
+    """Every command's parser. ``full=False`` leaves out the options of the corpus commands,
+    which need torch for their defaults: enough for the list of commands."""
+    top = argparse.ArgumentParser(prog="python -m midilstm", description=DESCRIPTION,
+                                  epilog=EPILOG + "\n" + EXIT_STATUS, formatter_class=Help)
+    commands = top.add_subparsers(dest="command", required=True, metavar=STUDENT_COMMANDS)
+    _add_inspect(commands)
+    _add_run_commands(commands)
+    _add_batch_commands(commands, full)
+    return top
+
+
+def _dispatch(top: argparse.ArgumentParser, argv) -> int:
+    """Parse ``argv`` (argparse ends bad usage with status 2) and run the command, turning
+    what it raises into one line and the exit status of ``EXIT_STATUS``."""
+    args = top.parse_args(argv)
     try:
         return args.handler(args)
+    except REFUSED as err:
+        _error(err)
+        return 2
+    except MidilstmError as err:
+        _error(err)
+        return 1
     except BrokenPipeError:  # `... | head` closed the pipe: stop quietly, as a shell tool does
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the exit-time flush does not fail again
@@ -56,28 +121,280 @@ def main(argv=None) -> int:
         return 130
 
 
+def _error(text) -> None:
+    print(f"error: {text}", file=sys.stderr, flush=True)
+
+
+def _command(commands, name: str, help: str, **kw) -> argparse.ArgumentParser:
+    return commands.add_parser(name, help=help, formatter_class=Help,
+                               epilog=kw.pop("epilog", "") + EXIT_STATUS, **kw)
+
+
+# --- inspect -------------------------------------------------------------------------------------
+
+def _add_inspect(commands) -> None:
+    inspect = _command(commands, "inspect", "report what MIDI files contain and what is read",
+                       description="One report per MIDI file: what it holds and what is read.")
+    inspect.add_argument("files", nargs="+", help="MIDI files, folders or glob patterns")
+    inspect.add_argument("--json", action="store_true", help="one JSON object per file per line")
+    inspect.add_argument("--channels", type=int, nargs="+",
+                         help="keep only these 0-based channels (default: all but drums)")
+    inspect.add_argument("--drums", action="store_true", help="keep drums (channel index 9)")
+    inspect.add_argument("--pedal", action="store_true",
+                         help="hold notes while the sustain pedal is down")
+    inspect.add_argument("--out-of-range", choices=("fold", "drop"), default="fold",
+                         help="notes outside the piano's range: moved by octaves into it, or "
+                              "dropped")
+    inspect.set_defaults(handler=_inspect)
+
+
 def _inspect(args) -> int:
     from .parse import Selection, expand_sources, read_midi
 
-    try:
-        selection = Selection(channels=args.channels, include_drums=args.drums,
-                              sustain_pedal=args.pedal, out_of_range=args.out_of_range)
-    except ParameterError as err:  # e.g. --channels 16
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    selection = Selection(channels=args.channels, include_drums=args.drums,
+                          sustain_pedal=args.pedal, out_of_range=args.out_of_range)
     paths = expand_sources(args.files)
     if not paths:
-        print(f"error: no MIDI files found in {' '.join(args.files)}", file=sys.stderr)
-        return 2
+        raise MidiInputError(" ".join(args.files), "no MIDI files found")
     failed = 0
     for path in paths:
         try:
             report = read_midi(path, selection).report
-        except MidiInputError as err:
-            print(f"error: {err}", file=sys.stderr)
+        except MidiInputError as err:  # the others are still reported
+            _error(err)
             failed += 1
             continue
         print(json.dumps(report.to_dict()) if args.json else report.summary(), flush=True)
     return 1 if failed else 0
 
 
+# --- run, sweep and the maintainer's refresh-notebooks ---------------------------------------------
+
+def parameter_help() -> str:
+    """The parameter list of ``--help``: name, notebooks, what it is and what values it takes."""
+    lines = ["parameters (-p NAME VALUE; values are plain YAML: 0.5, [0, 1], null, text),",
+             "[the notebooks that take them]:"]
+    for name, spec in parameters.PARAMETERS.items():
+        if name != "run_dir":
+            owners = ",".join(n[:2] for n in spec.notebooks)
+            lines += textwrap.wrap(f"{name:<19} [{owners}] {spec.help}: {spec.describe()}", 96,
+                                   initial_indent="  ", subsequent_indent=" " * 22)
+    lines.append("Defaults: the first cell of each notebook, or papermill --help-notebook "
+                 "notebooks/03_train.ipynb")
+    return "\n".join(lines)
+
+
+def _add_run_commands(commands) -> None:
+    series = parameters.SERIES
+    run = _command(commands, "run", "run the notebook series into a run directory",
+                   description="Execute the notebooks 01_parse..05_evaluate into a run directory.",
+                   epilog=RUN_EXAMPLES + "\n" + parameter_help() + "\n\n")
+    run.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                     help="a notebook parameter (see the list below); may be repeated")
+    run.add_argument("--out", help="run directory (default: a new runs/<date>-<time>-<4 hex>)")
+    _add_mode(run)
+    run.add_argument("--from", dest="start", choices=series, metavar="NOTEBOOK",
+                     help="start at this notebook (with --resume: keep the earlier ones' files; "
+                          "default: the first)")
+    run.add_argument("--to", dest="stop", choices=series, metavar="NOTEBOOK",
+                     help="stop after this notebook (default: the last)")
+    run.set_defaults(handler=_run)
+
+    sweep = _command(commands, "sweep", "one run per point of a parameter grid",
+                     description="One series per point of a grid, into OUT/run_000, run_001, ...; "
+                                 "summary.csv and summary.png compare them.",
+                     epilog=SWEEP_EXAMPLES + "\n" + parameter_help() + "\n\n")
+    sweep.add_argument("-p", "--param", nargs="+", action="append", default=[],
+                       metavar="NAME VALUES", help="a parameter and the values to try; may be "
+                                                   "repeated (the grid: every combination)")
+    sweep.add_argument("--grid", help="YAML file: {name: [values], ...} (see examples/grid.yaml)")
+    sweep.add_argument("--jobs", type=int, default=1, help="points run in parallel processes")
+    sweep.add_argument("--out", required=True, help="sweep directory")
+    _add_mode(sweep)
+    sweep.set_defaults(handler=_sweep)
+
+    refresh = commands.add_parser(  # the maintainer's (make notebooks): hidden from --help
+        "refresh-notebooks", formatter_class=Help, description="Re-execute notebooks/ in place "
+        "after an intended change, without times, durations or absolute paths in their metadata.")
+    refresh.add_argument("--force", action="store_true",
+                         help="rewrite every notebook, even one whose checked outputs did not "
+                              "change (after editing a cell's source in the file itself)")
+    refresh.add_argument("notebooks", nargs="*", choices=[[], *series], metavar="NOTEBOOK",
+                         help="which notebooks (default: the whole series)")
+    refresh.set_defaults(handler=_refresh)
+
+
+def _add_mode(command) -> None:
+    mode = command.add_mutually_exclusive_group()
+    mode.add_argument("--force", action="store_true",
+                      help="the directory holds a run: delete its results and start clean")
+    mode.add_argument("--resume", action="store_true",
+                      help="the directory holds a run: keep its files and re-run the notebooks")
+
+
+def _mode(args) -> str:
+    return "force" if args.force else "resume" if args.resume else "new"
+
+
+def _interrupted(kept: str) -> int:
+    """Ctrl-C: one line saying what was kept, exit status 130. The process is ending, so the
+    notebook client's unfinished tasks (their kernel died with the signal) are not reported."""
+    logging.getLogger("asyncio").disabled = True  # "Task exception was never retrieved" at exit
+    print(f"interrupted: {kept}", file=sys.stderr, flush=True)
+    return 130
+
+
+def _run(args) -> int:
+    from .rundir import unique_run_name
+    from .runs import one_line, run_series, steps
+    from .values import check_parameters, parse_value
+
+    params = check_parameters({name: parse_value(value, name) for name, value in args.param})
+    series = steps(args.start, args.stop)
+    out = args.out or unique_run_name("runs")
+    try:
+        path = run_series(params, out, series=series, mode=_mode(args))
+    except KeyboardInterrupt:
+        return _interrupted(f"{out} keeps the notebooks that finished and the partial one "
+                            f"(status 'interrupted' in its manifest.json)")
+    except MidilstmError:
+        raise  # refused (its directory) or failed (a notebook missing): _dispatch says which
+    except Exception as err:  # noqa: BLE001 - papermill names the failed cell; one line here
+        _error(f"the run failed: {one_line(err)} (see the executed notebooks in "
+               f"{os.path.join(out, 'notebooks')})")
+        return 1
+    print(f"run directory: {out}")  # as the user typed it
+    for name in ("manifest.json", "metrics.json", "generated", "notebooks"):
+        if (path / name).exists():
+            print(f"  {os.path.join(out, name)}")
+    return 0
+
+
+def _sweep(args) -> int:
+    from .sweeps import grid_points, load_grid, sweep
+    from .values import parse_value
+
+    grid = load_grid(args.grid) if args.grid else {}
+    for name, *values in args.param:
+        if not values:
+            raise ParameterError(name, "-p needs the parameter's name and at least one value")
+        grid[name] = [parse_value(v, name) for v in values]
+    if not grid:
+        raise ParameterError("grid", "give one with -p NAME VALUE... or --grid FILE")
+    n_points = len(grid_points(grid))  # every point checked before the first runs
+    print(f"sweep: {n_points} points into {args.out}", flush=True)
+    try:
+        result = sweep(grid, args.out, jobs=args.jobs, mode=_mode(args))
+    except KeyboardInterrupt:
+        return _interrupted(f"{args.out} keeps the points that finished; summary.csv lists "
+                            f"them and the interrupted ones")
+    print(f"summary: {os.path.join(args.out, result.summary.name)} (and summary.png)")
+    if result.failed:
+        _error(f"{result.failed} of {len(result.rows)} points failed (see the error column of "
+               f"summary.csv and error.txt in their directories)")
+        return 1
+    return 0
+
+
+def _refresh(args) -> int:
+    from .refresh import refresh_notebooks
+
+    refresh_notebooks(tuple(args.notebooks) or parameters.SERIES, force=args.force)
+    return 0
+
+
+# --- corpus, train, generate, report (torch: their work is corpus_commands) -----------------------
+
+TRAIN_OPTIONS = {  # CorpusTrainConfig fields: (type, help); the defaults are the config's
+    "steps": (int, "optimiser steps (under torchrun: each step takes a batch from every process)"),
+    "batch_size": (int, "windows per step in each process"),
+    "seq_len": (int, "events per training window"),
+    "eval_every": (int, "steps between validations (and checkpoint writes)"),
+    "transpose_semitones": (int, "transpose each window by up to this many semitones (0: off)"),
+    "seed": (int, "seed of the initial weights, the windows drawn and the transpositions"),
+    "threads": (int, "torch CPU threads per process (0: torch's default)"),
+    "lr": (float, "Adam learning rate"),
+    "grad_clip": (float, "clip the gradient norm at this"),
+    "time_budget_s": (float, "stop at the first validation after so many seconds (default: none)"),
+    "val_fraction": (float, "share of whole pieces held out for validation"),
+    "hidden_size": (int, "units per LSTM layer"),  # these: ModelConfig fields
+    "num_layers": (int, "LSTM layers"),
+    "dropout": (float, "dropout between layers and before the heads"),
+    "embedding_dim": (int, "per component, with --input-mode embedding"),
+}
+GENERATE_OPTIONS = {  # name: (type, default, help)
+    "primer_events": (int, 30, "how many of the primer's events"),
+    "n": (int, 4, "how many variations"),
+    "events": (int, 500, "events per variation"),
+    "temperature": (float, 1.0, "< 1: safer and more repetitive, > 1: more adventurous"),
+    "top_k": (int, 0, "sample among the k most likely classes of each head (0: off)"),
+    "top_p": (float, 0.9, "sample among the classes holding this much probability (1: off)"),
+    "seed": (int, 0, "the random choices of sampling"),
+    "bpm": (float, 120.0, "tempo written into the MIDI files (timing is in seconds either way)"),
+    "roll_seconds": (float, 30.0, "seconds of each sample drawn in the piano roll"),
+}
+
+
+def _add_batch_commands(commands, full: bool = True) -> None:
+    """``corpus``, ``train``, ``generate`` and ``report``; without ``full`` only their names
+    and summaries (their defaults come from modules that import torch)."""
+    corpus = _command(commands, "corpus", "read MIDI files into a cached corpus folder")
+    train = _command(commands, "train", "train on a corpus folder (torchrun-ready)")
+    generate = _command(commands, "generate", "improvise MIDI files from a checkpoint")
+    report = _command(commands, "report", "held-out NLL against baselines; learning curve")
+    if not full:
+        return
+    from . import corpus_commands
+    from .batch import CORPUS_MODEL, PRECISIONS, CorpusTrainConfig
+    from .constants import INPUT_MODES
+    from .model import ModelConfig
+
+    corpus.add_argument("sources", nargs="+", help="MIDI files, folders or glob patterns")
+    corpus.add_argument("--out", required=True, type=Path, help="corpus folder to write")
+    corpus.add_argument("--workers", type=int,
+                        help="parser processes (default: one per CPU core, for many files)")
+    corpus.add_argument("--cache", default="default",
+                        help="cache folder ('default': $MIDILSTM_CACHE or ~/.cache/midilstm)")
+    corpus.add_argument("--no-cache", action="store_true", help="read every file; cache nothing")
+    corpus.set_defaults(handler=corpus_commands.corpus)
+
+    train.add_argument("--data", required=True, type=Path,
+                       help="a corpus folder (from 'corpus') or MIDI files/folder")
+    train.add_argument("--out", required=True, type=Path, help="checkpoint file to write")
+    config, model = CorpusTrainConfig(), ModelConfig(sizes=(1, 1, 1), **CORPUS_MODEL)
+    for name, (kind, text) in TRAIN_OPTIONS.items():
+        train.add_argument(_flag(name), type=kind, help=text,
+                           default=getattr(config if hasattr(config, name) else model, name))
+    train.add_argument("--device", default="auto", help="'auto' (a GPU if there is one), 'cpu', "
+                                                        "'cuda', 'cuda:1', ...")
+    train.add_argument("--precision", choices=PRECISIONS, default=config.precision,
+                       help="'auto': bfloat16 mixed precision on a CPU that has it natively")
+    train.add_argument("--input-mode", choices=INPUT_MODES, default=model.input_mode,
+                       help="how the network reads an event: one-hot classes or embeddings")
+    train.add_argument("--sounding-input", action=argparse.BooleanOptionalAction,
+                       default=model.sounding_input, help="the LSTM also reads which pitches sound")
+    train.add_argument("--key-input", action=argparse.BooleanOptionalAction,
+                       default=model.key_input,
+                       help="the LSTM also reads the key profile of the recent notes")
+    train.set_defaults(handler=corpus_commands.train)
+
+    generate.add_argument("--checkpoint", required=True, type=Path,
+                          help="a checkpoint written by train (or notebook 03's model.pt)")
+    generate.add_argument("--out", required=True, type=Path, help="folder for sample_<i>.mid")
+    generate.add_argument("--primer", type=Path,
+                          help="MIDI file whose first events prime (default: one middle C)")
+    for name, (kind, default, text) in GENERATE_OPTIONS.items():
+        generate.add_argument(_flag(name), type=kind, default=default, help=text)
+    generate.add_argument("--wav", action="store_true", help="also write sample_<i>.wav beside "
+                          f"each MIDI file ({corpus_commands.WAV_RATE} Hz, as notebook 04)")
+    generate.add_argument("--piano-roll", type=Path, help="also draw the first 3 as a PNG")
+    generate.set_defaults(handler=corpus_commands.generate)
+
+    report.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint from train")
+    report.add_argument("--data", required=True, type=Path, help="the corpus folder trained on")
+    report.add_argument("--curve", type=Path, help="also draw the learning curve as a PNG")
+    report.set_defaults(handler=corpus_commands.report)
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"

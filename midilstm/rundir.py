@@ -24,16 +24,14 @@ parameters and the sha256 of every file it read and wrote. ``begin`` refuses to 
 input is missing, or is not the file its maker recorded, or its maker's own inputs have changed
 since (an upstream notebook re-ran), naming the notebook to re-run. A step whose inputs changed
 is marked ``"stale"`` in the manifest and in its metrics section, so nothing stale passes for
-current.
+current. The rules (which step reads and writes which files, what makes one stale) are
+``staleness``; the lock that keeps a second run out is ``lock``.
 
 Every write is atomic, so an interrupted step never leaves a half-written artifact.
 """
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
-import errno
-import fcntl
 import hashlib
 import io
 import json
@@ -41,7 +39,6 @@ import os
 import secrets
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,36 +46,24 @@ import numpy as np
 from . import params as _params
 from .errors import RunDirError
 from .files import write_bytes_atomic, write_json_atomic
+from .lock import LOCK_ENV, LOCK_FILE, DirLock, now
+from .staleness import (
+    GENERATED,
+    MAKER,
+    ORDER,
+    STEPS,
+    Step,
+    input_problem,
+    mark_stale,
+    step_spec,
+    view,
+)
 
-GENERATED = "generated/"  # a directory output: stands for every file inside it
-LOCK_FILE = ".midilstm.lock"
-LOCK_ENV = "MIDILSTM_RUN_LOCK"  # set while a run holds the lock; its notebook kernels inherit it
+__all__ = ["GENERATED", "LOCK_ENV", "LOCK_FILE", "MAKER", "ORDER", "STEPS", "RunDir", "Step",
+           "git_commit", "unique_run_name"]
+
 STATES = ("running", "failed", "complete", "interrupted")
 PREPARE_MODES = ("new", "force", "resume")
-
-
-@dataclass(frozen=True)
-class Step:
-    """A notebook: its metrics.json section, the files it reads and the files it writes."""
-
-    name: str
-    section: str
-    inputs: tuple
-    outputs: tuple
-
-
-STEPS = {s.name: s for s in (
-    Step("01_parse", "parse", (), ("events.npz", "parse_report.json")),
-    Step("02_encode", "encode", ("events.npz",),
-         ("codec.json", "events_train.npz", "events_val.npz", "codes_train.npz", "codes_val.npz")),
-    Step("03_train", "train", ("codec.json", "codes_train.npz", "codes_val.npz", "parse_report.json"),
-         ("model.pt", "history.json")),
-    Step("04_generate", "generate", ("model.pt", "events.npz"), (GENERATED,)),
-    Step("05_evaluate", "evaluate", ("model.pt", "events.npz", "events_train.npz", "codes_train.npz",
-                                     "codes_val.npz", "codec.json", GENERATED), ()),
-)}
-ORDER = tuple(STEPS)
-MAKER = {out: s.name for s in STEPS.values() for out in s.outputs}  # file -> the step writing it
 
 # Everything a run writes, for prepare(): flat files, and the patterns of files in our folders.
 OUR_FILES = ("manifest.json", "metrics.json", "error.txt",
@@ -95,7 +80,7 @@ class RunDir:
         except OSError as err:
             raise RunDirError(self.path, f"cannot create the run directory ({err.strerror})") from None
         self._begun: dict = {}  # step -> {params, inputs, started, clock}, until complete()
-        self._lock_fd: int | None = None
+        self._lock = DirLock(self.path, self._label)
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -165,16 +150,16 @@ class RunDir:
         that the directory is not in use by another run, and that the step's inputs exist and
         belong together. Returns the validated, normalised parameters (the names given);
         raises ParameterError or RunDirError in one line."""
-        spec = _step(step)
+        spec = step_spec(step)
         given = set(params)
         params = _params.validate({"run_dir": str(self.path), **params}, step)
-        self._refuse_if_locked_by_other()
+        self._lock.refuse_if_held_by_other()
         snapshot = self.snapshot()
-        problem = _input_problem(spec, self.manifest().get("steps", {}), snapshot)
+        problem = input_problem(spec, self.manifest().get("steps", {}), snapshot)
         if problem:
             raise RunDirError(self._label(), problem)
         self._begun[step] = {"params": {k: v for k, v in params.items() if k != "run_dir"},
-                             "inputs": _view(snapshot, spec.inputs), "started": _now(),
+                             "inputs": view(snapshot, spec.inputs), "started": now(),
                              "clock": time.monotonic()}
         return {k: v for k, v in params.items() if k in given}
 
@@ -182,24 +167,24 @@ class RunDir:
         """At the end of a notebook that succeeded: record the step (parameters, input and
         output hashes, time) in the manifest, write ``metrics`` as its metrics.json section, and
         mark every step downstream whose inputs changed as stale. Returns the manifest."""
-        spec = _step(step)
+        spec = step_spec(step)
         begun = self._begun.pop(step, None)
         if begun is None:
             raise RunDirError(self._label(), f"complete({step!r}) without begin({step!r}) first")
         snapshot = self.snapshot()
-        inputs, outputs = _view(snapshot, spec.inputs), _view(snapshot, spec.outputs)
+        inputs, outputs = view(snapshot, spec.inputs), view(snapshot, spec.outputs)
         changed = sorted(k for k in set(inputs) | set(begun["inputs"])
                          if inputs.get(k) != begun["inputs"].get(k))
         if changed:
             raise RunDirError(self._label(), f"{changed[0]} changed while {step} ran: re-run {step}")
-        missing = [n for n in spec.outputs if not _view(snapshot, [n])]
+        missing = [n for n in spec.outputs if not view(snapshot, [n])]
         if missing:
             raise RunDirError(self._label(), f"{step} did not write {missing[0]}")
         manifest = self.manifest()
         _stamp(manifest)
         manifest.setdefault("steps", {})[step] = {
             "params": begun["params"], "inputs": inputs, "outputs": outputs,
-            "started": begun["started"], "completed": _now(),
+            "started": begun["started"], "completed": now(),
             "seconds": round(time.monotonic() - begun["clock"], 3)}
         if "seed" in begun["params"]:
             manifest.setdefault("seeds", {})[step] = begun["params"]["seed"]
@@ -210,17 +195,12 @@ class RunDir:
         all_metrics = self._read("metrics.json")
         if metrics is not None:
             all_metrics[spec.section] = dict(metrics)
-        _mark_stale(manifest, all_metrics, snapshot)
+        mark_stale(manifest, all_metrics, snapshot)
         self.save_json("metrics.json", all_metrics)
         if "outputs" in manifest:  # a whole run's hashes (finish()): kept true after a re-run
             manifest["outputs"] = self._file_hashes()
         self.save_json("manifest.json", manifest)
         return manifest
-
-    def stale_steps(self) -> dict:
-        """``{step: reason}`` for every recorded step whose inputs are no longer current."""
-        stale = _staleness(self.manifest().get("steps", {}), self.snapshot())
-        return {name: why.text() for name, why in stale.items()}
 
     def snapshot(self) -> dict:
         """``{file: sha256}`` of every step artefact present now (generated/ files one by one)."""
@@ -241,8 +221,8 @@ class RunDir:
         if state not in STATES:
             raise ValueError(f"state must be one of {STATES}, not {state!r}")
         manifest = self.manifest()
-        manifest.setdefault("created", _now())  # versions and commit come with complete()
-        manifest["status"] = {"state": state, "time": _now(), "pid": os.getpid(),
+        manifest.setdefault("created", now())  # versions and commit come with complete()
+        manifest["status"] = {"state": state, "time": now(), "pid": os.getpid(),
                               "error": " ".join(str(error).split()) if error else None}
         self.save_json("manifest.json", manifest)
         return manifest
@@ -267,37 +247,10 @@ class RunDir:
     # --- sharing: lock and prepare -------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self):
-        """Hold the run directory for one run (non-blocking ``flock``): a second run is refused
-        with one line naming the holder. The notebook kernels this run starts inherit
-        ``MIDILSTM_RUN_LOCK``, so their ``begin()`` knows it runs under this lock."""
-        try:
-            fd = os.open(self / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as err:
-            raise RunDirError(self._label(), f"cannot create {LOCK_FILE} ({err.strerror})") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            os.close(fd)
-            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise RunDirError(self._label(), self._in_use_text()) from None
-            raise
-        token = secrets.token_hex(16)
-        holder = {"pid": os.getpid(), "since": _now(), "token": token}
-        _rewrite(fd, json.dumps(holder).encode())
-        previous = os.environ.get(LOCK_ENV)
-        os.environ[LOCK_ENV] = token
-        self._lock_fd = fd
-        try:
+        """Hold the run directory for one run (``lock.DirLock``): a second run is refused with
+        one line naming the holder; the notebook kernels this run starts may ``begin()``."""
+        with self._lock.hold():
             yield self
-        finally:
-            if previous is None:
-                os.environ.pop(LOCK_ENV, None)
-            else:
-                os.environ[LOCK_ENV] = previous
-            self._lock_fd = None
-            _rewrite(fd, b"")
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
 
     def prepare(self, mode: str = "new") -> list[str]:
         """Make the directory ready for a run (inside ``lock()``: refused while another run holds
@@ -309,7 +262,7 @@ class RunDir:
         Our own leftover temporary files are removed in every mode."""
         if mode not in PREPARE_MODES:
             raise ValueError(f"mode must be one of {PREPARE_MODES}, not {mode!r}")
-        self._refuse_if_locked_by_other()
+        self._lock.refuse_if_held_by_other()
         self._remove_temporaries()
         found = self.artefacts()
         if mode == "new" and found:
@@ -349,37 +302,6 @@ class RunDir:
                 with contextlib.suppress(OSError):
                     path.unlink()
 
-    def _refuse_if_locked_by_other(self) -> None:
-        """Pass when nobody holds the lock, or when we run under it (this process holds it, or
-        a notebook kernel started by the run that holds it: the token matches)."""
-        if self._lock_fd is not None or not (self / LOCK_FILE).exists():
-            return
-        fd = os.open(self / LOCK_FILE, os.O_RDONLY)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                return  # free
-            except OSError as err:
-                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise
-            holder = _holder(fd)
-        finally:
-            os.close(fd)
-        token = os.environ.get(LOCK_ENV)
-        if not (token and secrets.compare_digest(token, str(holder.get("token", "")))):
-            raise RunDirError(self._label(), self._in_use_text(holder))
-
-    def _in_use_text(self, holder: dict | None = None) -> str:
-        if holder is None:
-            fd = os.open(self / LOCK_FILE, os.O_RDONLY)
-            try:
-                holder = _holder(fd)
-            finally:
-                os.close(fd)
-        since = str(holder.get("since", "?"))
-        clock = since[11:19] if len(since) >= 19 else since
-        return f"another run is using this directory (pid {holder.get('pid', '?')}, since {clock})"
-
     # --- helpers -------------------------------------------------------------------------------
     def _read(self, name: str) -> dict:
         """manifest.json or metrics.json ({} when absent); one line when it is not ours."""
@@ -404,158 +326,13 @@ class RunDir:
             return str(self.path)
 
 
-# --- the rules of staleness -----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Stale:
-    """Why a recorded step is out of date: ``changed`` (a file it read) is no longer the one
-    it read; ``maker`` wrote that file (``reran``: a later, successful run of it did);
-    ``root`` is the first notebook to re-run (the step itself, or a stale step upstream)."""
-
-    changed: str
-    maker: str
-    reran: bool
-    root: str
-
-    def describe(self, step: str, made: str | None = None) -> str:
-        """"codec.json changed after 03_train made model.pt (02_encode re-ran)"."""
-        shown = GENERATED if self.changed.startswith(GENERATED) else self.changed
-        did = f"made {made}" if made else "read it"
-        cause = f"{self.maker} re-ran" if self.reran else \
-            f"a later {self.maker} did not finish, or it was edited"
-        return f"{shown} changed after {step} {did} ({cause})"
-
-    def text(self) -> str:
-        """As shown in manifest.json and metrics.json."""
-        if self.reran:
-            return f"{self.maker} re-ran after this"
-        return f"{self.changed} changed after this (a later {self.maker} did not finish, or it was edited)"
-
-
-def _view(snapshot: dict, names) -> dict:
-    """The hashes of ``names`` (``generated/`` expanded to its files) in a snapshot."""
-    return {k: v for k, v in snapshot.items()
-            if k in names or (GENERATED in names and k.startswith(GENERATED))}
-
-
-def _maker_of(name: str) -> str:
-    return MAKER[GENERATED] if name.startswith(GENERATED) else MAKER[name]
-
-
-def _staleness(records: dict, snapshot: dict) -> dict:
-    """``{step: Stale}``: a recorded step is stale when a file it read is no longer the one it
-    read, or when a step that made one of its inputs is itself stale."""
-    stale = {}
-    for name in ORDER:
-        record = records.get(name)
-        if not _is_record(record):
-            continue
-        read, now = record["inputs"], _view(snapshot, STEPS[name].inputs)
-        changed = sorted((k for k in set(read) | set(now) if read.get(k) != now.get(k)),
-                         key=lambda k: (ORDER.index(_maker_of(k)), k))  # the first cause upstream
-        upstream = [stale[MAKER[n]] for n in STEPS[name].inputs if MAKER[n] in stale]
-        if changed:
-            maker = _maker_of(changed[0])
-            made = records[maker]["outputs"] if _is_record(records.get(maker)) else {}
-            reran = changed[0] in now and made.get(changed[0]) == now[changed[0]]
-            if maker in stale:
-                root = stale[maker].root  # the file's maker is stale itself: start there
-            elif reran:
-                root = name  # the file is sound and newer: re-running this step is enough
-            else:
-                root = maker  # the file is not what its maker recorded
-            why = Stale(changed[0], maker, reran, root)
-        elif upstream:
-            why = upstream[0]
-        else:
-            continue
-        roots = [why.root, *(u.root for u in upstream)]
-        stale[name] = Stale(why.changed, why.maker, why.reran, min(roots, key=ORDER.index))
-    return stale
-
-
-def _input_problem(spec: Step, records: dict, snapshot: dict) -> str | None:
-    """Why the inputs of ``spec`` cannot be used, naming the notebook to re-run; or None."""
-    for name in spec.inputs:  # in the order the step reads them
-        if not _view(snapshot, [name]):
-            return f"{name} is {'empty' if name == GENERATED else 'missing'}: run {MAKER[name]} first"
-    stale = _staleness(records, snapshot)
-    for maker in ORDER:
-        mine = [n for n in spec.inputs if MAKER[n] == maker]
-        if not mine:
-            continue
-        record = records.get(maker)
-        if not _is_record(record):
-            return f"{mine[0]} was not made by a successful {maker} (not in manifest.json): re-run {maker}"
-        now, made = _view(snapshot, mine), _view(record["outputs"], mine)
-        if now != made:
-            changed = sorted(k for k in set(now) | set(made) if now.get(k) != made.get(k))[0]
-            return (f"{changed} is not the file {maker} recorded (a later {maker} did not finish, "
-                    f"or it was edited): re-run {maker}")
-        if maker in stale:
-            why = stale[maker]
-            if why.root == maker:
-                return f"{why.describe(maker, mine[0])}: re-run {maker}"
-            first = stale[why.root]
-            return (f"{mine[0]} was made from files that are now stale: {first.describe(why.root)}; "
-                    f"re-run {why.root} and the notebooks after it")
-    return None
-
-
-def _mark_stale(manifest: dict, metrics: dict, snapshot: dict) -> None:
-    """Set (or clear) ``"stale"`` on every recorded step and on its metrics.json section."""
-    records = manifest.get("steps", {})
-    stale = _staleness(records, snapshot)
-    for spec in STEPS.values():
-        if spec.name in stale:
-            reason = stale[spec.name].text()
-        elif spec.section in metrics and not _is_record(records.get(spec.name)):
-            reason = f"not recorded by a successful {spec.name}"  # figures with nothing behind them
-        else:
-            reason = None
-        for entry in (records.get(spec.name) if _is_record(records.get(spec.name)) else None,
-                      metrics.get(spec.section)):
-            if isinstance(entry, dict):
-                if reason:
-                    entry["stale"] = reason
-                else:
-                    entry.pop("stale", None)
-
-
-def _is_record(record) -> bool:
-    return isinstance(record, dict) and isinstance(record.get("outputs"), dict) \
-        and isinstance(record.get("inputs"), dict)
-
-
-def _step(step: str) -> Step:
-    if step not in STEPS:
-        raise ValueError(f"step must be one of {ORDER}, not {step!r}")
-    return STEPS[step]
-
-
 def _stamp(manifest: dict) -> None:
     """Created time (once), library versions and git commit."""
-    manifest.setdefault("created", _now())
+    manifest.setdefault("created", now())
     from .checkpoint import library_versions  # imports torch: only when a step records
 
     manifest["versions"] = library_versions()
     manifest["git"] = git_commit()
-
-
-def _holder(fd: int) -> dict:
-    try:
-        return json.loads(os.pread(fd, 4096, 0) or b"{}")
-    except (OSError, ValueError):
-        return {}
-
-
-def _rewrite(fd: int, data: bytes) -> None:
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, data, 0)
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def unique_run_name(parent="runs") -> Path:
@@ -577,9 +354,10 @@ def git_commit() -> dict:
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                text=True, timeout=10).stdout.strip()
+                                text=True, timeout=10, check=False).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+                               capture_output=True, text=True, timeout=10,
+                               check=False).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     return {"commit": commit or None, "dirty": bool(dirty)}

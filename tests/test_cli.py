@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import off, on, tempo
+
 from midilstm.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "midilstm", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
 @pytest.fixture
@@ -82,8 +82,8 @@ def test_inspect_folder_and_options(tmp_path, two_files, capsys):
 def test_inspect_refuses_a_bad_channel_in_one_line(two_files, capsys):
     assert main(["inspect", str(two_files[0]), "--channels", "16"]) == 2
     out, err = capsys.readouterr()
-    assert out == "" and err == ("error: parameter channels: must be None or whole numbers in "
-                                 "0..15 (0-based), not [16]\n")
+    assert out == "" and err.startswith("error: parameter channels: ") and err.count("\n") == 1
+    assert "0..15" in err and "16" in err
 
 
 def test_inspect_summary_text(two_files, capsys):
@@ -117,6 +117,6 @@ def test_inspect_into_a_closed_pipe_ends_quietly(tmp_path, two_files):
     a, _ = two_files
     command = f"{sys.executable} -m midilstm inspect {' '.join([str(a)] * 400)} | head -1"
     result = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True,
-                            timeout=120)
+                            timeout=120, check=False)
     assert result.stdout.startswith(str(a)) and result.stdout.count("\n") == 1
     assert result.stderr == ""

@@ -73,6 +73,12 @@ def sha(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def stale(run) -> dict:
+    """``{step: reason}`` of the steps the manifest marks stale, as a reader of it sees them."""
+    return {name: record["stale"] for name, record in run.manifest()["steps"].items()
+            if "stale" in record}
+
+
 # --- files that belong together --------------------------------------------------------------
 
 def test_train_alone_in_a_fresh_directory_says_which_notebook_to_run(run, defaults):
@@ -121,7 +127,7 @@ def test_re_encoding_refuses_the_old_model_until_03_train_re_runs(run, defaults)
         "runs/x: model.pt changed after 04_generate made generated/ (03_train re-ran): re-run 04_generate")
     fake_step(run, "04_generate", defaults, tag="2")
     fake_step(run, "05_evaluate", defaults, tag="2")
-    assert run.stale_steps() == {}
+    assert stale(run) == {}
 
 
 def test_a_notebook_re_run_alone_keeps_the_runs_output_hashes_true(run, defaults):
@@ -150,14 +156,14 @@ def test_downstream_results_are_marked_stale_and_cleared_when_re_run(run, defaul
     metrics = json.loads((run / "metrics.json").read_text())
     assert "stale" not in manifest["steps"]["03_train"] and "stale" not in metrics["train"]
     assert metrics["generate"]["stale"] == "03_train re-ran after this"
-    assert run.stale_steps() == {"04_generate": "03_train re-ran after this",  # the first cause:
-                                 "05_evaluate": "02_encode re-ran after this"}  # 05 reads codec.json
+    assert stale(run) == {"04_generate": "03_train re-ran after this",  # the first cause:
+                          "05_evaluate": "02_encode re-ran after this"}  # 05 reads codec.json
 
 
 def test_re_parsing_makes_everything_after_it_stale_and_names_the_first_to_re_run(run, defaults):
     whole_series(run, defaults)
     fake_step(run, "01_parse", defaults, tag="2")
-    assert set(run.stale_steps()) == {"02_encode", "03_train", "04_generate", "05_evaluate"}
+    assert set(stale(run)) == {"02_encode", "03_train", "04_generate", "05_evaluate"}
     assert refusal(lambda: run.begin("03_train", defaults["03_train"])) == (
         "runs/x: events.npz changed after 02_encode made codec.json (01_parse re-ran): re-run 02_encode")
     message = refusal(lambda: run.begin("04_generate", defaults["04_generate"]))
@@ -177,7 +183,10 @@ def test_a_failed_step_records_nothing_and_its_partial_files_are_refused(run, de
     assert refusal(lambda: run.begin("03_train", defaults["03_train"])) == (
         "runs/x: codec.json is not the file 02_encode recorded (a later 02_encode did not finish, "
         "or it was edited): re-run 02_encode")
-    assert run.stale_steps()["03_train"].startswith("codec.json changed after this")
+    assert refusal(lambda: run.begin("04_generate", defaults["04_generate"])) == (
+        "runs/x: model.pt was made from files that are now stale: codec.json changed after "
+        "03_train read it (a later 02_encode did not finish, or it was edited); re-run 02_encode "
+        "and the notebooks after it")
 
 
 def test_complete_refuses_without_begin_or_outputs_and_then_records_nothing(run, defaults):
@@ -320,9 +329,8 @@ def test_a_killed_run_leaves_no_lock_behind(run):
 
 
 def test_lock_is_released_when_the_with_block_fails(run):
-    with pytest.raises(KeyError):
-        with run.lock():
-            raise KeyError("boom")
+    with pytest.raises(KeyError), run.lock():
+        raise KeyError("boom")
     with run.lock():
         pass
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from papermill.translators import PythonTranslator
 
-from midilstm import runs
+from midilstm import refresh, runs, sweeps, values
 from midilstm.cli import main
 from midilstm.errors import ParameterError
 from midilstm.rundir import RunDir
@@ -37,23 +37,23 @@ INJECTIONS = ['"', "'", '"""', "'''", "\\", '\\"', "a\nb", "a\r\nb", "\\n", '"; 
 
 def cli(*args, cwd):
     return subprocess.run([sys.executable, "-m", "midilstm", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=300,
+                          capture_output=True, text=True, timeout=300, check=False,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 # --- parameters are data ---------------------------------------------------------------------------
 
 def test_values_are_plain_yaml():
-    assert runs.parse_value("0.5", "x") == 0.5 and runs.parse_value("[0, 1]", "x") == [0, 1]
-    assert runs.parse_value("null", "x") is None and runs.parse_value("log", "x") == "log"
-    assert runs.parse_value("2024-01-01", "x") == "2024-01-01"  # a date stays the text it was
-    assert runs.parse_value("{a: [1, 2.5]}", "x") == {"a": [1, 2.5]}
+    assert values.parse_value("0.5", "x") == 0.5 and values.parse_value("[0, 1]", "x") == [0, 1]
+    assert values.parse_value("null", "x") is None and values.parse_value("log", "x") == "log"
+    assert values.parse_value("2024-01-01", "x") == "2024-01-01"  # a date stays the text it was
+    assert values.parse_value("{a: [1, 2.5]}", "x") == {"a": [1, 2.5]}
 
 
 @pytest.mark.parametrize("text", TAGGED)
 def test_any_yaml_tag_anchor_or_alias_is_refused_naming_the_parameter(text):
     with pytest.raises(ParameterError) as err:
-        runs.parse_value(text, "piece")
+        values.parse_value(text, "piece")
     assert str(err.value).startswith("parameter piece: ") and "\n" not in str(err.value)
 
 
@@ -66,13 +66,13 @@ class Sneaky(str):
                                    b"bytes", 1j, object()])
 def test_only_plain_data_reaches_a_notebook(value):
     with pytest.raises(ParameterError, match="^parameter p: "):
-        runs.plain(value, "p")
+        values.plain(value, "p")
 
 
 @pytest.mark.parametrize("text", INJECTIONS)
 def test_strings_and_keys_reach_the_notebook_unchanged(text):
     """What papermill writes into the notebook is a literal that evaluates to the value itself."""
-    value = runs.plain({"list": [text, 1, None, True, 2.5], text: {text: text}}, "p")
+    value = values.plain({"list": [text, 1, None, True, 2.5], text: {text: text}}, "p")
     code = PythonTranslator.codify({"p": value, "q": text})
     tree = ast.parse(code)
     assigned = {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body}
@@ -127,7 +127,7 @@ def test_bad_parameters_are_refused_before_anything_runs(tmp_path, monkeypatch, 
 def test_grid_files_one_meaning(tmp_path):
     path = tmp_path / "g.yaml"
     path.write_text("piece: ab\ntemperature: 0.8\nchannels: [[0], [1, 2]]\ntop_k: [5, null]\n")
-    assert runs.load_grid(path) == {"piece": ["ab"], "temperature": [0.8],
+    assert sweeps.load_grid(path) == {"piece": ["ab"], "temperature": [0.8],
                                     "channels": [[0], [1, 2]], "top_k": [5, None]}
 
 
@@ -144,8 +144,8 @@ def test_bad_grid_files_give_one_line_naming_the_file(tmp_path, capsys, text, sa
 
 
 def test_the_example_grid_is_valid():
-    grid = runs.load_grid(ROOT / "examples" / "grid.yaml")
-    points = runs.grid_points(grid)
+    grid = sweeps.load_grid(ROOT / "examples" / "grid.yaml")
+    points = sweeps.grid_points(grid)
     assert 2 <= len(points) <= 8
 
 
@@ -164,12 +164,12 @@ def fake_series(monkeypatch):
         RunDir(out).save_json("metrics.json", {"train": {"val_nll": 4.0 + params.get("temperature", 1)}})
         return Path(out)
 
-    monkeypatch.setattr(runs, "run_series", fake)
+    monkeypatch.setattr(sweeps, "run_series", fake)
     return calls
 
 
 def test_sweep_keeps_going_past_a_failing_point_and_tabulates(tmp_path, fake_series):
-    result = runs.sweep({"temperature": [0.5, 2.0, 1.0]}, tmp_path, log=lambda *_: None)
+    result = sweeps.sweep({"temperature": [0.5, 2.0, 1.0]}, tmp_path, log=lambda *_: None)
     rows = list(csv.DictReader(result.summary.open()))
     assert [r["status"] for r in rows] == ["ok", "failed", "ok"] and result.failed == 1
     assert [r["train.val_nll"] for r in rows] == ["4.5", "", "5.0"]
@@ -179,7 +179,7 @@ def test_sweep_keeps_going_past_a_failing_point_and_tabulates(tmp_path, fake_ser
 
 
 def test_points_sharing_upstream_parameters_share_one_parse_encode_and_training(tmp_path, fake_series):
-    runs.sweep({"temperature": [0.5, 1.0], "n_time_bins": [16, 32]}, tmp_path, log=lambda *_: None)
+    sweeps.sweep({"temperature": [0.5, 1.0], "n_time_bins": [16, 32]}, tmp_path, log=lambda *_: None)
     up = [c for c in fake_series if c[1] == runs.UPSTREAM]
     down = sorted(c for c in fake_series if c[1] == runs.SERIES[3:])
     assert [c[0] for c in up] == ["run_000", "run_001"]  # one per n_time_bins
@@ -190,7 +190,7 @@ def test_points_sharing_upstream_parameters_share_one_parse_encode_and_training(
 
 
 def test_an_upstream_failure_fails_its_group_once(tmp_path, fake_series):
-    result = runs.sweep({"temperature": [0.5, 1.0], "n_time_bins": [7, 32]}, tmp_path,
+    result = sweeps.sweep({"temperature": [0.5, 1.0], "n_time_bins": [7, 32]}, tmp_path,
                         log=lambda *_: None)
     assert [r["status"] for r in result.rows] == ["failed", "ok", "failed", "ok"]
     assert "not run: run_000 failed" in result.rows[2]["error"]
@@ -204,7 +204,7 @@ def test_sweep_exit_status_counts_failed_points(tmp_path, fake_series, capsys):
     assert "1 of 2 points failed" in captured.err
     assert main(["sweep", "--out", str(tmp_path / "b"), "-p", "temperature", "0.5"]) == 0
     capsys.readouterr()
-    assert main(["sweep", "--out", str(tmp_path / "b"), "-p", "temperature", "0.5"]) == 1
+    assert main(["sweep", "--out", str(tmp_path / "b"), "-p", "temperature", "0.5"]) == 2  # refused
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "already holds a sweep: use --force" in err
     assert main(["sweep", "--out", str(tmp_path / "b"), "--force", "-p", "temperature", "0.5"]) == 0
@@ -214,7 +214,7 @@ def test_sweep_exit_status_counts_failed_points(tmp_path, fake_series, capsys):
 
 def test_progress_lines_are_passed_on():
     seen = []
-    lines = runs._ProgressLines("[r] 03_train", seen.append)
+    lines = runs.ProgressLines("[r] 03_train", seen.append)
     lines.write("model: 3 layers\nepoch 1/20 loss 4.0")
     lines.write(" 900 events/s\nepoch 2/20 loss 3.5\r")
     assert seen == ["[r] 03_train: epoch 1/20 loss 4.0 900 events/s",
@@ -256,10 +256,10 @@ def test_a_real_run_holds_its_directory_and_records_its_status(tmp_path, monkeyp
     files = [p for p in (tmp_path / "r").rglob("*") if p.is_file() and p.name != ".midilstm.lock"]
     assert files and {oct(p.stat().st_mode & 0o777) for p in files} == {"0o644"}
     again = cli("run", "--out", "r", "--to", "01_parse", cwd=tmp_path)
-    assert again.returncode == 1 and "--force" in again.stderr and again.stderr.count("\n") == 1
+    assert again.returncode == 2 and "--force" in again.stderr and again.stderr.count("\n") == 1
     with RunDir(tmp_path / "r").lock():  # another run holds it: refused, whatever the flags
         held = cli("run", "--out", "r", "--force", "--to", "01_parse", cwd=tmp_path)
-    assert held.returncode == 1 and "another run is using" in held.stderr
+    assert held.returncode == 2 and "another run is using" in held.stderr
     assert json.loads((tmp_path / "r" / "manifest.json").read_text())["status"]["state"] == "complete"
 
 
@@ -272,7 +272,7 @@ def test_ctrl_c_gives_one_line_exit_130_and_marks_the_run_interrupted(tmp_path):
             break
     time.sleep(2)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert err.strip().count("\n") == 0 and err.startswith("interrupted: r keeps"), err
     manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
@@ -308,8 +308,8 @@ def test_a_real_sweep_trains_once_for_points_that_differ_only_in_sampling(tmp_pa
 def test_stable_notebooks_drop_times_durations_and_paths():
     for name in runs.SERIES:
         text = (runs.NOTEBOOK_DIR / f"{name}.ipynb").read_text()
-        stable = runs.stable_notebook(text)
-        assert runs.stable_notebook(stable) == stable
+        stable = refresh.stable_notebook(text)
+        assert refresh.stable_notebook(stable) == stable
         nb = json.loads(stable)
         assert not {"start_time", "end_time", "duration", "input_path", "output_path"} & set(
             nb["metadata"].get("papermill", {}))
@@ -320,14 +320,17 @@ def test_stable_notebooks_drop_times_durations_and_paths():
         renamed = text  # a re-execution draws new random widget ids: the stable text is the same
         for model_id in set(re.findall("[0-9a-f]{32}", text)):
             renamed = renamed.replace(model_id, uuid.uuid4().hex)
-        assert runs.stable_notebook(renamed) == stable
+        assert refresh.stable_notebook(renamed) == stable
 
 
 def test_every_notebook_declares_what_the_parameter_table_says():
+    import papermill
+
     from midilstm import params
 
     for name in runs.SERIES:
-        assert set(runs.declared_parameters(name)) == set(params.names(name))
+        declared = papermill.inspect_notebook(str(runs.NOTEBOOK_DIR / f"{name}.ipynb"))
+        assert set(declared) == set(params.names(name))
 
 
 def test_steps_from_and_to():
@@ -339,7 +342,7 @@ def test_steps_from_and_to():
 
 
 def test_refresh_keeps_a_notebook_whose_checked_outputs_did_not_change():
-    from midilstm.runs import _checked_view
+    from midilstm.refresh import _checked_view
 
     def notebook(timing: str, fact: str) -> str:
         cell = lambda tags, text: {"cell_type": "code", "metadata": {"tags": tags}, "source": ["x"],
@@ -376,7 +379,7 @@ def test_refresh_force_rewrites_stale_ignored_outputs(tmp_path, monkeypatch):
     monkeypatch.setattr(runs, "NOTEBOOK_DIR", tmp_path)
     path = tmp_path / "05_evaluate.ipynb"
     path.write_text(notebook("{'old_key': 8}\n"))
-    runs.refresh_notebooks(("05_evaluate",), log=lambda *a: None)
+    refresh.refresh_notebooks(("05_evaluate",), log=lambda *a: None)
     assert "old_key" in path.read_text()  # unchanged as far as nbval can tell: left alone
-    runs.refresh_notebooks(("05_evaluate",), log=lambda *a: None, force=True)
+    refresh.refresh_notebooks(("05_evaluate",), log=lambda *a: None, force=True)
     assert "new_key" in path.read_text() and "old_key" not in path.read_text()

@@ -1,0 +1,113 @@
+"""The lock on a run directory: one run at a time, and its own notebook kernels let in.
+
+A run holds ``.midilstm.lock`` with a non-blocking ``flock`` for as long as it runs; the file
+says who holds it (pid, since when) and a random token. The notebook kernels the run starts
+inherit the token in ``MIDILSTM_RUN_LOCK``, so their ``RunDir.begin`` knows it runs under the
+lock; any other process is refused with one line naming the holder. The kernel drops a flock
+when its process dies, so a killed run leaves no lock behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import fcntl
+import json
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import RunDirError
+
+LOCK_FILE = ".midilstm.lock"
+LOCK_ENV = "MIDILSTM_RUN_LOCK"  # set while a run holds the lock; its notebook kernels inherit it
+BUSY = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)  # flock: another process holds it
+
+
+class DirLock:
+    """The lock of the directory ``path``; ``label()`` names the directory in messages."""
+
+    def __init__(self, path, label: Callable[[], str]):
+        self.file = Path(path) / LOCK_FILE
+        self.label = label
+        self._fd: int | None = None
+
+    @contextlib.contextmanager
+    def hold(self):
+        """Hold the lock for one run, or refuse (``RunDirError``) naming the run that holds it."""
+        try:
+            fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as err:
+            raise RunDirError(self.label(), f"cannot create {LOCK_FILE} ({err.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(fd)
+            if err.errno in BUSY:
+                raise RunDirError(self.label(), self._in_use_text()) from None
+            raise
+        token = secrets.token_hex(16)
+        _rewrite(fd, json.dumps({"pid": os.getpid(), "since": now(), "token": token}).encode())
+        previous = os.environ.get(LOCK_ENV)
+        os.environ[LOCK_ENV] = token
+        self._fd = fd
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop(LOCK_ENV, None)
+            else:
+                os.environ[LOCK_ENV] = previous
+            self._fd = None
+            _rewrite(fd, b"")
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def refuse_if_held_by_other(self) -> None:
+        """Pass when nobody holds the lock, or when we run under it (this process holds it, or
+        a notebook kernel started by the run that holds it: the token matches)."""
+        if self._fd is not None or not self.file.exists():
+            return
+        fd = os.open(self.file, os.O_RDONLY)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return  # free
+            except OSError as err:
+                if err.errno not in BUSY:
+                    raise
+            holder = _holder(fd)
+        finally:
+            os.close(fd)
+        token = os.environ.get(LOCK_ENV)
+        if not (token and secrets.compare_digest(token, str(holder.get("token", "")))):
+            raise RunDirError(self.label(), self._in_use_text(holder))
+
+    def _in_use_text(self, holder: dict | None = None) -> str:
+        if holder is None:
+            fd = os.open(self.file, os.O_RDONLY)
+            try:
+                holder = _holder(fd)
+            finally:
+                os.close(fd)
+        since = str(holder.get("since", "?"))
+        clock = since[11:19] if len(since) >= 19 else since
+        return f"another run is using this directory (pid {holder.get('pid', '?')}, since {clock})"
+
+
+def now() -> str:
+    """The time in UTC to the second, ISO 8601, as the lock and the manifest record it."""
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def _holder(fd: int) -> dict:
+    try:
+        return json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def _rewrite(fd: int, data: bytes) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, data, 0)

@@ -1,0 +1,263 @@
+"""Sweeps: one run of the series per point of a parameter grid, and their summary.
+
+The points can run in parallel processes (``jobs``). Points that share every parameter of
+01_parse..03_train share one parse, encoding and trained model: it runs once, and its files are
+copied into the other points' directories before their own 04_generate and 05_evaluate. A
+failing point is recorded and the others go on; ``summary.csv`` and ``summary.png`` collect
+every run's metrics.
+
+    python -m midilstm sweep -p temperature 0.8 1.0 -p n_time_bins 16 32 --jobs 2 --out runs/sweep1
+    python -m midilstm sweep --grid examples/grid.yaml --out runs/sweep2
+"""
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import multiprocessing
+import signal
+import sys
+import traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import params as parameters
+from .errors import ParameterError, RunDirError
+from .files import write_bytes_atomic
+from .runs import SERIES, UPSTREAM, one_line, run_series, shown
+from .values import check_parameters, load_yaml, plain
+
+
+def grid_values(name: str, value, source: str = "-p") -> list:
+    """The values of one grid entry: a list is its values, anything else one value (a string is
+    one value, never its letters)."""
+    if isinstance(value, list):
+        if not value:
+            raise ParameterError(name, f"has no values in {source}")
+        return value
+    return [value]
+
+
+def load_grid(path) -> dict:
+    """A grid file: a YAML map ``{name: [values], ...}`` (a single value counts as one)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ParameterError("--grid", f"{path}: cannot read it ({err.strerror or err})") from None
+    grid = load_yaml(text, "--grid", f"{path}: ")
+    if not isinstance(grid, dict):
+        got = "an empty file" if grid is None else f"a {type(grid).__name__}"
+        raise ParameterError("--grid", f"{path}: must be a map of parameter names to lists of "
+                                       f"values, like 'temperature: [0.8, 1.0]', not {got}")
+    out = {}
+    for name, value in grid.items():
+        if not isinstance(name, str):
+            raise ParameterError("--grid", f"{path}: parameter names are strings, got {name!r}")
+        out[name] = grid_values(name, plain(value, name), str(path))
+    if not out:
+        raise ParameterError("--grid", f"{path}: no parameters in it")
+    return out
+
+
+def grid_points(grid: dict, base: dict | None = None) -> list[dict]:
+    """Every combination of the grid's values over ``base``, each checked in full before any runs."""
+    names = list(grid)
+    points = [{**(base or {}), **dict(zip(names, values))}
+              for values in itertools.product(*(grid[n] for n in names))]
+    for point in points:
+        check_parameters(point)
+    return points
+
+
+@dataclass
+class SweepResult:
+    summary: Path
+    rows: list
+
+    @property
+    def failed(self) -> int:
+        return sum(row["status"] != "ok" for row in self.rows)
+
+
+def sweep(grid: dict, out, *, base: dict | None = None, jobs: int = 1, mode: str = "new",
+          log=print) -> SweepResult:
+    """One run per point of ``grid`` ({name: [values]}) into ``out/run_XXX``, then summary.csv.
+
+    Points that agree on every parameter of 01..03 share one run of them. A failing point is
+    recorded in the summary, not raised; Ctrl-C writes the summary of what finished, then raises.
+    """
+    points = grid_points(grid, base)
+    out = Path(out).resolve()
+    paths = [out / f"run_{i:03d}" for i in range(len(points))]
+    if mode == "new" and ((out / "summary.csv").exists() or any(p.exists() for p in paths)):
+        raise RunDirError(out, "already holds a sweep: use --force to start clean or --resume "
+                               "to keep it and re-run")
+    leaders = {}  # upstream parameters -> index of the point that runs 01..03 for its group
+    for i, point in enumerate(points):
+        leaders.setdefault(_upstream_key(point), i)
+    results = {}  # point index -> None (ok) or its error, as each point ends
+    try:
+        heads = list(leaders.values())
+        failed_upstream = {}  # leader index -> its error in 01..03
+
+        def upstream_done(k, error):
+            if error:
+                failed_upstream[heads[k]] = error
+
+        _map([(points[i], paths[i], UPSTREAM, mode, None) for i in heads], jobs, upstream_done)
+        downstream = []
+        for i, point in enumerate(points):
+            lead = leaders[_upstream_key(point)]
+            if lead in failed_upstream:  # its 01..03 failed: nothing more to run
+                results[i] = failed_upstream[lead] if i == lead else \
+                    f"not run: {paths[lead].name} failed in 01..03 ({failed_upstream[lead]})"
+                continue
+            copy = None if i == lead else paths[lead]
+            downstream.append((i, (point, paths[i], SERIES[3:], mode if copy else "resume", copy)))
+        _map([job for _, job in downstream], jobs,
+             lambda k, error: results.update({downstream[k][0]: error}))
+    except KeyboardInterrupt:
+        _write_sweep_summary(points, paths, results, grid, out, interrupted=True)
+        raise
+    result = _write_sweep_summary(points, paths, results, grid, out)
+    log(f"{len(points) - result.failed} of {len(points)} points ok" +
+        (f", {result.failed} failed" if result.failed else ""))
+    return result
+
+
+def _upstream_key(point: dict) -> str:
+    return json.dumps({k: v for k, v in sorted(point.items())
+                       if set(parameters.PARAMETERS[k].notebooks) & set(UPSTREAM)})
+
+
+def _write_sweep_summary(points, paths, results, grid, out, interrupted=False) -> SweepResult:
+    rows = []
+    for i, (point, path) in enumerate(zip(points, paths)):
+        if i in results:
+            rows.append(_summary_row(point, path, results[i]))
+        elif interrupted:
+            rows.append(_summary_row(point, path, "interrupted"))
+    return SweepResult(write_summary(rows, out, list(grid)), rows)
+
+
+def _map(jobs: list, n_jobs: int, on_done) -> None:
+    """``_run_point`` over ``jobs``, calling ``on_done(index, error)`` as each ends: in this
+    process, or in ``n_jobs`` worker processes that Ctrl-C stops cleanly (each marks its run
+    interrupted)."""
+    if n_jobs <= 1 or len(jobs) <= 1:
+        for k, job in enumerate(jobs):
+            on_done(k, _run_point(job))
+        return
+    pool = ProcessPoolExecutor(max_workers=min(n_jobs, len(jobs)), initializer=_worker_signals)
+    futures = {pool.submit(_run_point, job): k for k, job in enumerate(jobs)}
+    try:
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                on_done(futures[future], future.result())
+    except KeyboardInterrupt:
+        workers = multiprocessing.active_children()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:
+            worker.terminate()  # SIGTERM: the worker marks its run interrupted, then stops
+        for worker in workers:
+            worker.join(timeout=60)
+        raise
+    pool.shutdown()
+
+
+_RUNNING = False  # in a worker process: a point is running (SIGTERM interrupts it)
+
+
+def _worker_signals() -> None:
+    """Workers leave Ctrl-C to the parent, which stops them with SIGTERM."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop_worker)
+
+
+def _stop_worker(signum, frame):
+    if _RUNNING:
+        raise KeyboardInterrupt
+    raise SystemExit(0)
+
+
+def _run_point(job) -> str | None:
+    """Run one sweep point's notebooks; returns None, or its error in one line (and error.txt)."""
+    global _RUNNING
+    params, path, series, mode, copy_from = job
+    label = f"[{path.name}]"
+    _RUNNING = True
+    try:
+        print(f"{label} {series[0]}..{series[-1]} starts: {shown(params)}", flush=True)
+        run_series(params, path, series=series, mode=mode, copy_from=copy_from,
+                   log=lambda *_: None, warn=lambda text: print(f"{label} {text}", file=sys.stderr))
+        print(f"{label} {series[0]}..{series[-1]} done", flush=True)
+        return None
+    except KeyboardInterrupt:
+        print(f"{label} interrupted", flush=True)
+        raise
+    except Exception as err:  # noqa: BLE001 - a failing point must not lose the others
+        path.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(path / "error.txt", "".join(traceback.format_exception(err)).encode())
+        print(f"{label} failed: {one_line(err)}", flush=True)
+        return one_line(err)
+    finally:
+        _RUNNING = False
+
+
+def _summary_row(point: dict, path: Path, error: str | None) -> dict:
+    status = "ok" if error is None else "interrupted" if error == "interrupted" else "failed"
+    row = {"run": path.name, "status": status, "error": error or ""}
+    row.update({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in point.items()})
+    metrics_path = path / "metrics.json"
+    if metrics_path.exists():
+        row.update(_flatten(json.loads(metrics_path.read_text())))
+    return row
+
+
+def _flatten(obj, prefix="") -> dict:
+    """Nested metrics -> {"section.key": number}; lists and strings are left out of the table."""
+    flat = {}
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[name] = value
+    return flat
+
+
+def write_summary(rows: list[dict], out: Path, grid_names: list[str]) -> Path:
+    columns = ["run", "status", "error", *grid_names]
+    columns += sorted({k for row in rows for k in row} - set(columns))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    path = write_bytes_atomic(out / "summary.csv", buffer.getvalue().encode())
+    _plot_summary(rows, out, grid_names)
+    return path
+
+
+def _plot_summary(rows, out: Path, grid_names):
+    """Validation NLL of every run (and the best baseline, when known), one bar per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .plots import save_png
+    ok = [r for r in rows if r["status"] == "ok" and "train.val_nll" in r]
+    varied = [n for n in grid_names if len({str(r.get(n)) for r in rows}) > 1] or grid_names
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(rows)), 3.5))
+    labels = ["\n".join(f"{n}={r.get(n)}" for n in varied) for r in ok]
+    ax.bar(range(len(ok)), [r["train.val_nll"] for r in ok], color="tab:blue")
+    ax.set_xticks(range(len(ok)), labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("validation NLL (nats/event)")
+    failed = len(rows) - len(ok)
+    ax.set_title(f"{len(ok)} runs" + (f", {failed} failed" if failed else ""))
+    save_png(fig, out / "summary.png", bbox_inches="tight")
