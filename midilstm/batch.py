@@ -13,7 +13,7 @@ uniform over every window that lies inside one piece, never across two) and enco
 by batch, straight from the memory-mapped event array: nothing per piece or per sequence is
 held in memory, so the corpus can be larger than memory. Whole pieces are held out for
 validation by the notebooks' rule (``data.split_names``), and the loop is theirs too
-(``train.fit``): only the source of the batches differs (``Windows``).
+(``loop.fit``): only the source of the batches differs (``Windows``).
 
 Under ``torchrun`` (or any initialised ``torch.distributed``) the same command trains with
 DistributedDataParallel: gloo on CPU, nccl on CUDA. ``batch_size`` is per process, so N
@@ -23,7 +23,7 @@ positions from the shared seed and reads only its own share of them; gradients a
 so N processes with batch B each step like one process with batch N x B (with dropout and
 transposition drawn per rank). Only rank 0 evaluates and writes the checkpoint.
 
-On a CPU that computes bfloat16 natively (``train.native_bfloat16``), the forward and backward
+On a CPU that computes bfloat16 natively (``loop.native_bfloat16``), the forward and backward
 passes run in bfloat16 mixed precision (``torch.autocast``; the weights, the optimiser and the
 validation stay float32): 1.3-1.4x the events/s of float32 on an AVX-512 BF16 CPU.
 """
@@ -48,8 +48,9 @@ from .data import split_names, transpose
 from .errors import ParameterError
 from .model import ModelConfig, build, torch_threads
 from .sounding import N_PITCH_CLASSES, Held, held_before
-from .train import PRECISIONS  # noqa: F401  (the command line's choices)
-from .train import Keep, Loop, TrainConfig, evaluate, fit, pick_device, use_bfloat16
+from .loop import PRECISIONS  # noqa: F401  (the command line's choices)
+from .loop import Keep, Loop, evaluate, fit, use_bfloat16
+from .train import TrainConfig, pick_device
 
 # The network for a corpus, chosen by measurement (docs/corpus.md, section 3): the
 # lesson's width with learned embeddings in place of one-hot inputs, which learn more per second.
@@ -97,7 +98,7 @@ def sample_windows(offsets: np.ndarray, pieces, length: int, n: int,
 def train_corpus(corpus: Corpus, config: CorpusTrainConfig = CorpusTrainConfig(),
                  model_options: dict | None = None, codec: EventCodec | None = None, *,
                  checkpoint_path=None, progress: bool = True, params: dict | None = None):
-    """Train on ``corpus`` with ``train.fit``, the notebooks' loop; returns the best-validation
+    """Train on ``corpus`` with ``loop.fit``, the notebooks' loop; returns the best-validation
     ``Checkpoint`` on rank 0 (``None`` on the other ranks). ``model_options`` are
     ``ModelConfig`` fields (hidden_size, num_layers, dropout, input_mode, embedding_dim,
     sounding_input, key_input, arch, ...) that replace those of ``CORPUS_MODEL``; the codec is

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import sys
-import textwrap
 from pathlib import Path
 
 from . import errors
@@ -58,7 +57,7 @@ examples:
 Points that differ only in 04_generate/05_evaluate parameters share one trained model.
 """
 BATCH_COMMANDS = ("corpus", "train", "generate", "report")  # import torch: built when used
-STUDENT_COMMANDS = "{inspect,run,sweep,corpus,train,generate,report}"  # refresh-notebooks: the maintainer's
+STUDENT_COMMANDS = "{inspect,run,sweep,student-edition,corpus,train,generate,report}"  # refresh-notebooks: the maintainer's
 
 
 class Help(argparse.RawDescriptionHelpFormatter):
@@ -168,27 +167,13 @@ def _inspect(args) -> int:
     return 1 if failed else 0
 
 
-# --- run, sweep and the maintainer's refresh-notebooks ---------------------------------------------
-
-def parameter_help() -> str:
-    """The parameter list of ``--help``: name, notebooks, what it is and what values it takes."""
-    lines = ["parameters (-p NAME VALUE; values are plain YAML: 0.5, [0, 1], null, text),",
-             "[the notebooks that take them]:"]
-    for name, spec in parameters.PARAMETERS.items():
-        if name != "run_dir":
-            owners = ",".join(n[:2] for n in spec.notebooks)
-            lines += textwrap.wrap(f"{name:<19} [{owners}] {spec.help}: {spec.describe()}", 96,
-                                   initial_indent="  ", subsequent_indent=" " * 22)
-    lines.append("Defaults: the first cell of each notebook, or papermill --help-notebook "
-                 "notebooks/03_train.ipynb")
-    return "\n".join(lines)
-
+# --- run, sweep, the student edition and the maintainer's refresh-notebooks ---------------------------------------------
 
 def _add_run_commands(commands) -> None:
     series = parameters.SERIES
     run = _command(commands, "run", "run the notebook series into a run directory",
                    description="Execute the notebooks 01_parse..05_evaluate into a run directory.",
-                   epilog=RUN_EXAMPLES + "\n" + parameter_help() + "\n\n")
+                   epilog=RUN_EXAMPLES + "\n" + parameters.help_text() + "\n\n")
     run.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                      help="a notebook parameter (see the list below); may be repeated")
     run.add_argument("--out", help="run directory (default: a new runs/<date>-<time>-<4 hex>)")
@@ -203,7 +188,7 @@ def _add_run_commands(commands) -> None:
     sweep = _command(commands, "sweep", "one run per point of a parameter grid",
                      description="One series per point of a grid, into OUT/run_000, run_001, ...; "
                                  "summary.csv and summary.png compare them.",
-                     epilog=SWEEP_EXAMPLES + "\n" + parameter_help() + "\n\n")
+                     epilog=SWEEP_EXAMPLES + "\n" + parameters.help_text() + "\n\n")
     sweep.add_argument("-p", "--param", nargs="+", action="append", default=[],
                        metavar="NAME VALUES", help="a parameter and the values to try; may be "
                                                    "repeated (the grid: every combination)")
@@ -222,6 +207,12 @@ def _add_run_commands(commands) -> None:
     refresh.add_argument("notebooks", nargs="*", choices=[[], *series], metavar="NOTEBOOK",
                          help="which notebooks (default: the whole series)")
     refresh.set_defaults(handler=_refresh)
+
+    edition = _command(commands, "student-edition", "write the notebooks without their solutions",
+                       description="Copy the notebooks for students: without the cells tagged "
+                                   "'solution', and with the exercise checks' outputs cleared.")
+    edition.add_argument("--out", required=True, type=Path, help="folder for the notebooks")
+    edition.set_defaults(handler=_student_edition)
 
 
 def _add_mode(command) -> None:
@@ -300,6 +291,14 @@ def _refresh(args) -> int:
     from .refresh import refresh_notebooks
 
     refresh_notebooks(tuple(args.notebooks) or parameters.SERIES, force=args.force)
+    return 0
+
+
+def _student_edition(args) -> int:
+    from .exercises import write_student_edition
+
+    for path in write_student_edition(args.out):
+        print(path)
     return 0
 
 

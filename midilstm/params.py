@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import difflib
 import re
+import textwrap
 from dataclasses import dataclass
 
 from .checks import is_int, is_number
@@ -165,6 +166,20 @@ PARAMETERS: dict[str, Spec] = {
     "clip_seconds": CLIP,
     "run_dir": Spec("str", ALL, "the run directory (given with --out on the command line)"),
 }
+
+
+def help_text() -> str:
+    """The parameter list of ``--help``: name, notebooks, what it is and what values it takes."""
+    lines = ["parameters (-p NAME VALUE; values are plain YAML: 0.5, [0, 1], null, text),",
+             "[the notebooks that take them]:"]
+    for name, spec in PARAMETERS.items():
+        if name != "run_dir":
+            owners = ",".join(n[:2] for n in spec.notebooks)
+            lines += textwrap.wrap(f"{name:<19} [{owners}] {spec.help}: {spec.describe()}", 96,
+                                   initial_indent="  ", subsequent_indent=" " * 22)
+    lines.append("Defaults: the first cell of each notebook, or papermill --help-notebook "
+                 "notebooks/03_train.ipynb")
+    return "\n".join(lines)
 
 
 def names(notebook: str) -> list[str]:

@@ -19,7 +19,7 @@ from midilstm.corpus import load_corpus, read_corpus
 from midilstm.data import split_names
 from midilstm.errors import ParameterError
 from midilstm.parse import read_midi
-from midilstm.train import native_bfloat16
+from midilstm.loop import native_bfloat16
 
 
 def make_songs(folder, n_pieces=8, notes=60, seed=0):
@@ -212,7 +212,7 @@ def test_bfloat16_training_learns_like_float32_and_keeps_float32_weights(corpus_
 
 @NATIVE_BF16
 def test_auto_precision_is_bfloat16_only_where_the_hardware_has_it(corpus_dir, monkeypatch):
-    import midilstm.train as train
+    import midilstm.loop as train
     corpus = load_corpus(corpus_dir)
     config = CorpusTrainConfig(steps=2, batch_size=2, seq_len=8, eval_every=2)
     assert config.precision == "auto"

@@ -107,7 +107,7 @@ def test_help_has_examples_no_markup_and_no_maintainer_commands(capsys):
         assert "examples:" in text and "python -m midilstm " in text
         assert "``" not in text and ":func:" not in text and "refresh-notebooks" not in text
     main_help = run_cli("--help").stdout
-    assert "{inspect,run,sweep,corpus,train,generate,report}" in main_help
+    assert "{inspect,run,sweep,student-edition,corpus,train,generate,report}" in main_help
     run_help = run_cli("run", "--help").stdout
     assert "--force" in run_help and "--resume" in run_help
     assert "epochs" in run_help and "an integer >= 1" in run_help and "top_p" in run_help

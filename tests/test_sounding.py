@@ -278,7 +278,7 @@ def rolled(held, s, shift):
 
 
 def test_training_feeds_each_sequence_what_held_at_its_cut(monkeypatch):
-    import midilstm.train as train_module
+    import midilstm.loop as loop_module
     from helpers_model import tiny_config
     from midilstm.train import TrainConfig, train
 
@@ -288,13 +288,13 @@ def test_training_feeds_each_sequence_what_held_at_its_cut(monkeypatch):
     pieces = [codes[:90], codes[90:]]
     held = [held_before(piece, codec.n_pitches) for piece in pieces]
     calls = []
-    real = train_module.sequence_loss
+    real = loop_module.sequence_loss
 
     def spy(model, batch, stats=True, before=None):
         calls.append((batch.numpy().copy(), before))
         return real(model, batch, stats, before)
 
-    monkeypatch.setattr(train_module, "sequence_loss", spy)
+    monkeypatch.setattr(loop_module, "sequence_loss", spy)
     train(codec, pieces, [], TrainConfig(epochs=3, seq_len=12, batch_size=4, seed=1,
                                          transpose_semitones=3),
           tiny_config(codec), progress=False)
@@ -315,7 +315,7 @@ def test_training_feeds_each_sequence_what_held_at_its_cut(monkeypatch):
 
 def test_corpus_training_feeds_each_window_what_held_at_its_start(monkeypatch):
     import midilstm.batch as batch_module
-    import midilstm.train as train_module
+    import midilstm.loop as loop_module
     from midilstm.batch import CorpusTrainConfig, train_corpus
     from midilstm.corpus import Corpus
 
@@ -324,7 +324,7 @@ def test_corpus_training_feeds_each_window_what_held_at_its_start(monkeypatch):
                     offsets=np.cumsum([0] + [len(p) for p in pieces]).astype(np.int64),
                     names=[f"piece_{k}.mid" for k in range(len(pieces))])
     calls, starts = [], []
-    real_loss, real_windows = train_module.sequence_loss, batch_module.sample_windows
+    real_loss, real_windows = loop_module.sequence_loss, batch_module.sample_windows
 
     def spy_windows(*args):
         out = real_windows(*args)
@@ -336,7 +336,7 @@ def test_corpus_training_feeds_each_window_what_held_at_its_start(monkeypatch):
         return real_loss(model, batch, stats, before)
 
     monkeypatch.setattr(batch_module, "sample_windows", spy_windows)
-    monkeypatch.setattr(train_module, "sequence_loss", spy_loss)
+    monkeypatch.setattr(loop_module, "sequence_loss", spy_loss)
     best = train_corpus(corpus, CorpusTrainConfig(steps=3, batch_size=8, seq_len=16,
                                                   eval_every=3, transpose_semitones=3,
                                                   device="cpu", precision="float32"),

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import midilstm.loop as loop_module
 import midilstm.train as train_module
 from helpers_model import fitted_codec, pattern_events, tiny_config, tiny_model
 from helpers_model import one_thread  # noqa: F401  (autouse: one torch thread)
@@ -321,7 +322,7 @@ def test_a_run_killed_mid_training_leaves_the_old_checkpoint_whole(tmp_path, mon
     # The next run cleans it up even when it is itself interrupted before any epoch ends.
     def interrupted(*args, **kw):
         raise KeyboardInterrupt
-    monkeypatch.setattr(train_module, "_train_round", interrupted)
+    monkeypatch.setattr(loop_module, "_train_round", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(replace(FAST, epochs=3), checkpoint_path=path)
     assert not partial_path(path).exists()
@@ -396,13 +397,13 @@ def test_log_every_prints_one_line_per_n_epochs(capsys):
 
 def test_training_uses_the_configured_threads_and_restores_the_callers(monkeypatch):
     seen = []
-    real_epoch = train_module._train_round
+    real_epoch = loop_module._train_round
 
     def spy(*args):
         seen.append(torch.get_num_threads())
         return real_epoch(*args)
 
-    monkeypatch.setattr(train_module, "_train_round", spy)
+    monkeypatch.setattr(loop_module, "_train_round", spy)
     torch.set_num_threads(2)
     try:
         run(replace(FAST, epochs=1, threads=1))
@@ -415,12 +416,12 @@ def test_training_uses_the_configured_threads_and_restores_the_callers(monkeypat
 
 def test_a_time_budget_stops_at_the_first_validation_after_it(tmp_path):
     clock = iter(range(0, 10_000, 10))  # every perf_counter call: 10 s later
-    real = train_module.time.perf_counter
-    train_module.time.perf_counter = lambda: float(next(clock))
+    real = loop_module.time.perf_counter
+    loop_module.time.perf_counter = lambda: float(next(clock))
     try:
         best = run(replace(FAST, epochs=50, time_budget_s=25), checkpoint_path=tmp_path / "m.pt")
     finally:
-        train_module.time.perf_counter = real
+        loop_module.time.perf_counter = real
     # each epoch "takes" 10 s: 10, 20, 30 s of training, and the third validation ends it
     assert [h["elapsed_s"] for h in best.history] == [10, 20, 30]
     assert load_checkpoint(tmp_path / "m.pt").history == best.history
