@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -262,7 +263,7 @@ def _run(args) -> int:
 
 
 def _sweep(args) -> int:
-    from .sweeps import grid_points, load_grid, sweep
+    from .sweeps import load_grid, sweep  # sweep checks every point before the first runs
     from .values import parse_value
 
     grid = load_grid(args.grid) if args.grid else {}
@@ -272,8 +273,7 @@ def _sweep(args) -> int:
         grid[name] = [parse_value(v, name) for v in values]
     if not grid:
         raise ParameterError("grid", "give one with -p NAME VALUE... or --grid FILE")
-    n_points = len(grid_points(grid))  # every point checked before the first runs
-    print(f"sweep: {n_points} points into {args.out}", flush=True)
+    print(f"sweep: {math.prod(map(len, grid.values()))} points into {args.out}", flush=True)
     try:
         result = sweep(grid, args.out, jobs=args.jobs, mode=_mode(args))
     except KeyboardInterrupt:
