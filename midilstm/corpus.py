@@ -5,7 +5,9 @@ parses every file again on every run. For thousands of files this module instead
 
 * reads files in parallel worker processes (chunks of files per task, a progress bar);
 * caches each file's events on disk, keyed by the sha256 of its bytes, the ``Selection`` and
-  the reader's version, so a second run parses nothing (a changed file or reader misses);
+  the reader's version, so a second run parses nothing (a changed file or reader misses); the
+  cache (``midilstm.cache``) believes an entry only when its HMAC under the cache's secret
+  proves it was written for that key, and refuses a folder others could write;
 * hashes a file again only when its status (inode, size, times) changed since it was hashed;
 * reads files with identical contents once, and counts them;
 * lists bad files with their reason (never fatal; the reason is cached too, except for an
@@ -27,6 +29,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import stat
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -37,12 +40,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import parse, smf
+# CACHE_FORMAT, CacheError and default_cache_dir stay importable from here
+from .cache import CACHE_FORMAT, Cache, CacheError, default_cache_dir, selection_key  # noqa: F401
 from .errors import MidiInputError, ParameterError
 from .events import EVENT_DTYPE
 from .files import write_bytes_atomic, write_json_atomic
 
-CACHE_FORMAT = 3  # bump when the layout of a cache entry changes
-CHECKSUM_BYTES = 16  # each cache entry ends with a blake2b digest of its content
 CORPUS_FORMAT = 1
 CHUNK_FILES = 16  # files per worker task: few enough round trips, even enough load
 SETTLED_NS = 2_000_000_000  # a file changed this close before its hashing is not remembered
@@ -111,27 +114,30 @@ def load_corpus(directory, mmap: bool = True) -> Corpus:
                   duplicates=[tuple(d) for d in manifest["duplicates"]], stats=manifest["stats"])
 
 
-def default_cache_dir() -> Path:
-    """``$MIDILSTM_CACHE``, else ``$XDG_CACHE_HOME/midilstm``, else ``~/.cache/midilstm``."""
-    if os.environ.get("MIDILSTM_CACHE"):
-        return Path(os.environ["MIDILSTM_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "midilstm"
-
-
 def read_corpus(sources, selection: parse.Selection = parse.Selection(), *,
                 cache_dir="default", workers: int | None = None,
-                progress: bool = True) -> Corpus:
+                progress: bool = True, shared: bool | None = None) -> Corpus:
     """Read files, folders (recursively) or glob patterns into a ``Corpus``.
 
     ``cache_dir``: where each file's result is kept (``"default"``: ``default_cache_dir()``,
-    ``None``: no cache). ``workers``: parser processes (``None``: one per CPU; ``1``: parse
+    ``None``: no cache). A cache folder owned by someone else or writable by others is refused
+    (``CacheError``) unless ``shared=True`` (``None``: ``$MIDILSTM_CACHE_SHARED``); see
+    ``midilstm.cache``. ``workers``: parser processes (``None``: one per CPU; ``1``: parse
     in this process). Files whose bytes are identical are read once: the first (in sorted
-    order) becomes the piece, the others are listed in ``duplicates``.
+    order) becomes the piece, the others are listed in ``duplicates``. No single file stops
+    the read, whatever goes wrong with it: it is listed in ``bad`` with a one-line reason.
     """
-    cache = None if cache_dir is None else Path(
-        default_cache_dir() if cache_dir == "default" else cache_dir)
     paths = parse.expand_sources(sources)
+    cache = None if cache_dir is None else Cache(
+        default_cache_dir() if cache_dir == "default" else cache_dir, shared=shared)
+    try:
+        return _read(paths, selection, cache, workers, progress)
+    finally:
+        if cache is not None:
+            cache.close()
+
+
+def _read(paths, selection, cache, workers, progress) -> Corpus:
     version = _selection_key(selection)
     digests, bad = _content_digests(paths, cache)
     keys, first_of = {}, {}  # path -> cache key; key -> first path
@@ -143,7 +149,7 @@ def read_corpus(sources, selection: parse.Selection = parse.Selection(), *,
         else:
             first_of[key] = path
             keys[path] = key
-    results = {key: _load_cached(cache, key) for key in first_of} if cache else {}
+    results = {key: cache.get(key) for key in first_of} if cache is not None else {}
     todo = [(str(path), key) for key, path in first_of.items() if results.get(key) is None]
     fresh = _parse_all(todo, selection, cache, workers, progress)
     results.update(fresh)
@@ -170,51 +176,88 @@ def _content_digests(paths, cache) -> tuple[dict, list]:
     hashed: same device, inode, size, modification and change time (``st_ctime`` moves on
     every write or rename and no tool can set it back), as git's index does. A file changed
     within ``SETTLED_NS`` of its hashing is not remembered (a coarse clock could hide a second
-    write), so it is hashed again next time."""
-    index = None if cache is None else _cache_path(cache, hashlib.sha256(
-        "\0".join(map(str, paths)).encode()).hexdigest()[:32], ".stat.json")
-    known = _read_index(index)
-    digests, bad, remembered = {}, [], {}
+    write), so it is hashed again next time. In a shared cache, whose other users can sign
+    an index, a remembered digest that makes a file the duplicate of another is checked by
+    hashing the file again: a duplicate drops a piece, so it is not taken on their word."""
+    index_key = None if cache is None else hashlib.sha256(
+        "\0".join(map(str, paths)).encode()).hexdigest()[:32]
+    known = {} if cache is None else _read_index(cache, index_key)
+    digests, bad, remembered, from_index = {}, [], {}, set()
     for path in paths:
         name = str(path)
         try:
             info = os.stat(path)
             status = [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
-        except OSError:
+        except (OSError, ValueError):
             info = status = None
         entry = known.get(name)
         if (entry and entry[0] == status and stat.S_ISREG(info.st_mode)
                 and info.st_size <= smf.ReadLimits().max_bytes):
             digests[path] = entry[1]
             remembered[name] = entry
+            from_index.add(path)
             continue
-        started = time.time_ns()
-        try:  # the reader's own checks: regular files only, at most its size limit
-            digests[path] = hashlib.sha256(smf.read_file_bytes(path)).hexdigest()
-        except MidiInputError as err:
-            bad.append((name, err.reason))
-            continue
-        if status and max(status[3], status[4]) < started - SETTLED_NS:
-            remembered[name] = [status, digests[path]]
-    if index and remembered != known:  # a lost or torn index only means hashing again
-        write_bytes_atomic(index, json.dumps(remembered).encode(), durable=False, clean=False)
+        _hash(path, status, digests, bad, remembered)
+    seen = {}
+    for path, digest in digests.items():
+        seen.setdefault(digest, []).append(path)
+    for same in seen.values() if cache is not None and cache.shared else ():
+        for path in same if len(same) > 1 else ():
+            if path in from_index:  # a duplicate by the index's word only: make sure
+                remembered.pop(str(path), None)
+                del digests[path]
+                _hash(path, known[str(path)][0], digests, bad, remembered)
+    digests = {path: digests[path] for path in paths if path in digests}  # sorted order again
+    if cache is not None and remembered != known:  # a lost index only means hashing again
+        cache.write_index(index_key, json.dumps(remembered).encode())
     return digests, bad
 
 
-def _read_index(path) -> dict:
-    """``{path: [status, sha256]}`` as last written, or ``{}`` (none yet, or damaged)."""
-    try:
-        with open(path, "rb") as f:
-            index = json.loads(f.read())
-    except (OSError, TypeError, ValueError):
+def _hash(path, status, digests, bad, remembered):
+    name = str(path)
+    started = time.time_ns()
+    try:  # the reader's own checks: regular files only, at most its size limit
+        digests[path] = hashlib.sha256(smf.read_file_bytes(path)).hexdigest()
+    except MidiInputError as err:
+        bad.append((name, err.reason))
+        return
+    except Exception as err:  # noqa: BLE001  one file's trouble never ends the read
+        bad.append((name, _failure(err)))
+        return
+    if status and max(status[3], status[4]) < started - SETTLED_NS:
+        remembered[name] = [status, digests[path]]
+
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def _read_index(cache, key) -> dict:
+    """``{path: [status, sha256]}`` as last written, keeping only well-formed entries (a
+    status of five ints, a digest of 64 hex digits), or ``{}`` (none yet, damaged, forged)."""
+    data = cache.read_index(key)
+    if data is None:
         return {}
-    return index if isinstance(index, dict) else {}
+    try:
+        index = json.loads(data)
+    except (TypeError, ValueError, RecursionError):
+        return {}
+    if not isinstance(index, dict):
+        return {}
+    return {name: entry for name, entry in index.items() if _index_entry_ok(entry)}
+
+
+def _index_entry_ok(entry) -> bool:
+    return (type(entry) is list and len(entry) == 2 and type(entry[0]) is list
+            and len(entry[0]) == 5 and all(type(n) is int for n in entry[0])
+            and type(entry[1]) is str and _DIGEST.fullmatch(entry[1]) is not None)
 
 
 # --- parsing in worker processes --------------------------------------------------------------
 
 def _parse_all(todo, selection, cache, workers, progress) -> dict:
-    """``{key: events or reason}`` for every ``(path, key)`` of ``todo``."""
+    """``{key: events or reason}`` for every ``(path, key)`` of ``todo``. A chunk whose worker
+    died (out of memory, killed) is read again one file per fresh worker, so the file that
+    killed it is the only one listed as failed."""
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     if workers < 1:
         raise ParameterError("workers", f"must be >= 1, not {workers}")
@@ -226,13 +269,31 @@ def _parse_all(todo, selection, cache, workers, progress) -> dict:
                 results.update(_parse_chunk(chunk, selection, cache))
                 bar.update(len(chunk))
             return results
+        failed = []
         with ProcessPoolExecutor(min(workers, len(chunks))) as pool:
-            futures = {pool.submit(_parse_chunk, chunk, selection, cache): len(chunk)
+            futures = {pool.submit(_parse_chunk, chunk, selection, cache): chunk
                        for chunk in chunks}
             for future in as_completed(futures):
-                results.update(future.result())
-                bar.update(futures[future])
+                try:
+                    results.update(future.result())
+                except Exception:  # noqa: BLE001  its worker died: each file again, alone
+                    failed.extend(futures[future])
+                    continue
+                bar.update(len(futures[future]))
+        for item in failed:
+            results.update(_parse_alone(item, selection, cache))
+            bar.update(1)
     return results
+
+
+def _parse_alone(item, selection, cache) -> dict:
+    key = item[1]
+    try:
+        with ProcessPoolExecutor(1) as pool:
+            return pool.submit(_parse_chunk, [item], selection, cache).result()
+    except Exception as err:  # noqa: BLE001
+        return {key: f"reader failed (its worker process ended: {_failure(err)}); "
+                     "please report it"}
 
 
 def _parse_chunk(chunk, selection, cache) -> dict:
@@ -245,62 +306,30 @@ def _parse_chunk(chunk, selection, cache) -> dict:
         except MidiInputError as err:
             result = err.reason
         except Exception as err:  # noqa: BLE001  a reader bug must not end a run of 100,000 files
-            result = f"reader failed ({type(err).__name__}: {err}); please report it"
+            result = f"reader failed ({_failure(err)}); please report it"
             keep = False  # not cached: a fixed reader will try again
         if keep:
-            _store_cached(cache, key, result)
+            try:
+                cache.put(key, result)  # a failed write only means reading it again next time
+            except Exception:  # noqa: BLE001
+                pass
         results[key] = result
     return results
 
 
-# --- the cache: one file per (content, selection, reader version) -----------------------------
+def _failure(err: BaseException, limit: int = 300) -> str:
+    """``Type: message`` in one line of at most ``limit`` characters."""
+    try:
+        text = f"{type(err).__name__}: {err}"
+    except Exception:  # noqa: BLE001  a message that cannot even be made (int-to-str limit)
+        text = type(err).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
 
 def _selection_key(selection) -> str:
     """Short hash of everything besides the bytes that decides a file's result."""
-    reader = parse.READER_VERSION
-    text = f"{CACHE_FORMAT}|{reader}|{selection!r}"
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _cache_path(cache, key: str, suffix: str) -> str:
-    # plain strings, not Path objects: a warm read looks up thousands of these
-    return os.path.join(cache, key[:2], key + suffix)
-
-
-def _store_cached(cache: Path, key: str, result):
-    """Raw EVENT_DTYPE bytes (no .npy header: a warm run loads thousands of these, and parsing a
-    header costs more than reading a small piece) or the failure reason, then a checksum. The
-    entry is not flushed to disk (``durable=False``, which lets parallel workers scale): a
-    torn entry after a power cut fails its checksum and is simply parsed again."""
-    if isinstance(result, str):
-        path, data = _cache_path(cache, key, ".bad"), result.encode()
-    else:
-        path = _cache_path(cache, key, ".events")
-        data = np.ascontiguousarray(result, EVENT_DTYPE).tobytes()
-    write_bytes_atomic(path, data + _checksum(data), durable=False, clean=False)
-
-
-def _load_cached(cache: Path, key: str):
-    """The cached events or failure reason, or ``None`` on a miss (or a damaged entry)."""
-    for suffix in (".events", ".bad"):
-        try:
-            with open(_cache_path(cache, key, suffix), "rb") as f:
-                entry = f.read()
-        except OSError:
-            continue
-        data, checksum = entry[:-CHECKSUM_BYTES], entry[-CHECKSUM_BYTES:]
-        if len(entry) <= CHECKSUM_BYTES or _checksum(data) != checksum:
-            return None  # damaged: parse again
-        if suffix == ".bad":
-            return data.decode("utf-8", errors="replace")
-        if len(data) % EVENT_DTYPE.itemsize:
-            return None
-        return np.frombuffer(data, EVENT_DTYPE)  # read-only; the corpus concatenates a copy
-    return None
-
-
-def _checksum(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=CHECKSUM_BYTES).digest()
+    return selection_key(selection, parse.READER_VERSION)
 
 
 # --- arrays -----------------------------------------------------------------------------------

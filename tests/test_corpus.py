@@ -50,6 +50,11 @@ def pieces(corpus: Corpus) -> dict:
     return {name: corpus.piece(i) for i, name in enumerate(corpus.names)}
 
 
+def entries(cache, kind=b"E"):
+    """The cache's result entries holding events (``b"E"``) or a failure reason (``b"B"``)."""
+    return sorted(p for p in cache.rglob("*.entry") if p.read_bytes()[4:5] == kind)
+
+
 @pytest.fixture
 def count_parses(monkeypatch):
     """How often ``parse.read_midi`` runs in this process (workers=1 parses in-process)."""
@@ -125,7 +130,8 @@ def test_cache_misses_when_content_selection_or_reader_change(folder, tmp_path, 
 def test_corrupt_cache_entry_is_a_miss(folder, tmp_path, count_parses):
     cache = tmp_path / "cache"
     read_corpus(folder, cache_dir=cache, workers=1, progress=False)
-    for entry in cache.rglob("*.events"):
+    assert len(entries(cache)) == 4 and len(entries(cache, b"B")) == 2
+    for entry in entries(cache):
         entry.write_bytes(b"garbage")  # 7 bytes: not a whole number of events
     count_parses.clear()
     again = read_corpus(folder, cache_dir=cache, workers=1, progress=False)
@@ -137,10 +143,10 @@ def test_corrupt_cache_entry_is_a_miss(folder, tmp_path, count_parses):
 def test_a_flipped_byte_in_a_cache_entry_is_caught_by_its_checksum(folder, tmp_path, count_parses):
     cache = tmp_path / "cache"
     read_corpus(folder, cache_dir=cache, workers=1, progress=False)
-    entries = sorted(cache.rglob("*.events"))
-    data = bytearray(entries[0].read_bytes())
+    events = entries(cache)
+    data = bytearray(events[0].read_bytes())
     data[len(data) // 2] ^= 0x01  # same length, so only the checksum can tell
-    entries[0].write_bytes(bytes(data))
+    events[0].write_bytes(bytes(data))
     count_parses.clear()
     again = read_corpus(folder, cache_dir=cache, workers=1, progress=False)
     assert len(count_parses) == 1
@@ -309,7 +315,7 @@ def test_a_damaged_index_means_hashing_every_file(folder, tmp_path, count_hashes
     monkeypatch.setattr(corpus_module, "SETTLED_NS", 0)
     cache = tmp_path / "cache"
     first = read_corpus(folder, cache_dir=cache, workers=1, progress=False)
-    indexes = list(cache.rglob("*.stat.json"))
+    indexes = list(cache.rglob("*.stat"))
     assert len(indexes) == 1
     indexes[0].write_bytes(b"{not json")
     count_hashes.clear()
