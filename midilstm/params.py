@@ -232,6 +232,14 @@ def check(name: str, value, spec: Spec | None = None):
     return _scalar(name, spec, spec.kind, value)
 
 
+def config_from(cls, params: dict, **fixed):
+    """A config of dataclass ``cls`` from the parameters of its fields' names (and ``fixed``
+    values): ``config_from(TrainConfig, params)``, ``config_from(ModelConfig, params,
+    sizes=codec.sizes)``. A notebook cell builds what it uses from the recorded parameters."""
+    names = {field.name for field in dataclasses.fields(cls)}
+    return cls(**{name: value for name, value in params.items() if name in names}, **fixed)
+
+
 def check_fields(config, shared: dict[str, str] | None = None) -> None:
     """Check every field of the dataclass ``config`` that the table declares by the field's
     name (or, ``shared``: by another entry's name, whose rule it shares, None allowed) and

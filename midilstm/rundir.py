@@ -79,7 +79,7 @@ class RunDir:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise RunDirError(self.path, f"cannot create the run directory ({err.strerror})") from None
-        self._begun: dict = {}  # step -> {params, inputs, started, clock}, until complete()
+        self._begun: dict = {}  # step -> {params, inputs, started, clock}
         self._lock = DirLock(self.path, self._label)
 
     def __repr__(self) -> str:
@@ -163,12 +163,36 @@ class RunDir:
                              "clock": time.monotonic()}
         return {k: v for k, v in params.items() if k in given}
 
+    def ready(self, step: str, values: dict) -> dict:
+        """Before a notebook cell writes: the step's setup cell ran (``begin``), the step's
+        parameters in ``values`` (the notebook's ``globals()``) are still those it began with,
+        and its inputs are still there and belong together. So whatever order the cells ran
+        in, what a cell writes is what the run records. Returns the parameters; raises
+        ``RunDirError`` in one line, naming what to re-run, before anything is written."""
+        begun = self._begun.get(step)
+        if begun is None:
+            raise RunDirError(self._label(), f"run {step}'s setup cell (the one after the "
+                                             f"parameters) first")
+        for name, value in begun["params"].items():
+            if name in values and _params.check(name, values[name]) != value:
+                raise RunDirError(self._label(), f"{name} is {values[name]!r} now but {step} "
+                                  f"began with {value!r}: re-run its setup cell, then this one")
+        spec = step_spec(step)
+        snapshot = self.snapshot()
+        problem = input_problem(spec, self.manifest().get("steps", {}), snapshot)
+        if problem is None and view(snapshot, spec.inputs) != begun["inputs"]:
+            problem = f"the inputs of {step} changed since its setup cell ran: re-run it"
+        if problem:
+            raise RunDirError(self._label(), problem)
+        return dict(begun["params"])
+
     def complete(self, step: str, metrics: dict | None = None) -> dict:
         """At the end of a notebook that succeeded: record the step (parameters, input and
         output hashes, time) in the manifest, write ``metrics`` as its metrics.json section, and
-        mark every step downstream whose inputs changed as stale. Returns the manifest."""
+        mark every step downstream whose inputs changed as stale. Returns the manifest. Run
+        again (the cell re-run), it records the step again."""
         spec = step_spec(step)
-        begun = self._begun.pop(step, None)
+        begun = self._begun.get(step)
         if begun is None:
             raise RunDirError(self._label(), f"complete({step!r}) without begin({step!r}) first")
         snapshot = self.snapshot()
