@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -335,7 +336,62 @@ def test_code_in_a_checkpoint_is_refused_not_run(saved, tmp_path):
     payload = torch.load(saved[1], weights_only=True)
     payload["params"] = {"x": Boom()}
     torch.save(payload, path)
-    refused(path, r"is not a readable checkpoint \(UnpicklingError")
+    message = refused(path, r"is not a readable checkpoint \(UnpicklingError: Weights only load "
+                            r"failed\. ")
+    # torch's whole refusal, on one line without its terminal colours: the reason, its advice
+    # and its last sentence (the first line alone, cut to 200 characters, once said none of it)
+    assert "Unsupported global: GLOBAL print was not an allowed global by default." in message
+    assert message.endswith("https://pytorch.org/docs/stable/generated/torch.load.html.)")
+    assert "\x1b" not in message and "  " not in message and len(message) > 600
+
+
+def pickle_naming(path, name: bytes):
+    """A checkpoint whose pickle calls the global ``__builtin__.<name>``: torch refuses it."""
+    class Boom:
+        def __reduce__(self):
+            return (print, ("ran code from a checkpoint",))
+
+    buffer = io.BytesIO()
+    torch.save({"x": Boom()}, buffer)
+    with zipfile.ZipFile(buffer) as source, zipfile.ZipFile(path, "w") as target:
+        for entry in source.namelist():  # written again, stored, with the CRCs of what it holds
+            data = source.read(entry)
+            target.writestr(entry, data.replace(b"\nprint\n", b"\n" + name + b"\n")
+                            if entry.endswith("data.pkl") else data)
+    return path
+
+
+def test_a_long_global_name_is_refused_before_torch_spends_minutes_on_it(tmp_path):
+    """torch searches its refusal, which repeats the name, with patterns that take minutes
+    on a long name (100,000 characters: 189 s): such a name is refused first, at once."""
+    path = pickle_naming(tmp_path / "model.pt", b"A" * 100_000)
+    script = f"""
+import time
+from midilstm.checkpoint import load_checkpoint
+from midilstm.errors import CheckpointError
+start = time.perf_counter()
+try:
+    load_checkpoint({str(path)!r})
+except CheckpointError as err:
+    print(time.perf_counter() - start, err)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    seconds, message = done.stdout.strip().split(" ", 1)
+    assert message == (f"{path}: data.pkl names a global of 100012 characters (torch allows "
+                       f"none over 1000): not ours")
+    assert float(seconds) < 2.0, seconds
+
+
+def test_torchs_refusal_of_a_long_name_it_may_read_is_kept_whole(tmp_path):
+    from midilstm.checkpoint import MAX_GLOBAL, MAX_REFUSAL, _refusal_text
+    path = pickle_naming(tmp_path / "model.pt", b"A" * (MAX_GLOBAL - len("__builtin__ ")))
+    message = refused(path, r"is not a readable checkpoint \(UnpicklingError: Weights only load "
+                            r"failed\. .*GLOBAL A{900}")
+    assert message.endswith("torch.load.html.)") and message.count("A" * 900) == 3
+    text = _refusal_text(ValueError("\x1b[1mbold\x1b[0m\n\tand " + "B" * 10_000))
+    assert text == (f"bold and {'B' * (MAX_REFUSAL - 9)}... ({9 + 10_000 - MAX_REFUSAL} more "
+                    f"characters)")  # longer than torch says for any name allowed: cut
 
 
 def test_loaded_tensors_do_not_depend_on_the_file(tmp_path):
@@ -357,3 +413,100 @@ print(float(loaded.optimizer_state["state"][0]["exp_avg"].sum()),
                           timeout=300)
     assert done.returncode == 0, f"rc {done.returncode}: {done.stderr[-2000:]}"
     assert done.stdout.split() == ["300000.0", "(0.9,", "0.99)"]
+
+
+# --- a damaged file: every zip entry's CRC-32 is checked before torch reads it -------------------
+LOCAL_HEADER_SIZE = 30  # a zip local file header, before its name and extra field
+
+
+def data_region(path, entry: zipfile.ZipInfo) -> range:
+    """The byte offsets of ``entry``'s data in the file (after its local header)."""
+    with open(path, "rb") as file:
+        file.seek(entry.header_offset)
+        header = file.read(LOCAL_HEADER_SIZE)
+    start = (entry.header_offset + LOCAL_HEADER_SIZE + int.from_bytes(header[26:28], "little")
+             + int.from_bytes(header[28:30], "little"))
+    return range(start, start + entry.compress_size)
+
+
+def flipped(source, target, offset: int, bit: int):
+    data = bytearray(source.read_bytes())
+    data[offset] ^= 1 << bit
+    target.write_bytes(bytes(data))
+    return target
+
+
+def test_single_bit_flips_in_the_tensors_are_refused_naming_the_entry(saved, tmp_path):
+    """An audit flipped one bit in a checkpoint's tensors 150 times: 148 loaded silently (a
+    weight changed, or an optimizer moment), and generate ran on them. Every flip is refused."""
+    _, source = saved
+    with zipfile.ZipFile(source) as archive:
+        tensors = [e for e in archive.infolist() if re.search(r"/data/\d+$", e.filename)]
+    regions = {e.filename: data_region(source, e) for e in tensors}
+    assert len(regions) >= 10 and sum(map(len, regions.values())) > 5_000
+    with open(source, "rb") as file:  # the regions found are the entries' data: CRCs agree
+        for entry in tensors:
+            file.seek(regions[entry.filename].start)
+            assert zlib.crc32(file.read(entry.compress_size)) == entry.CRC, entry.filename
+    rng = np.random.default_rng(18)
+    spots = [(name, region[0]) for name, region in regions.items()]  # each tensor's first byte
+    spots += [(name, region[-1]) for name, region in regions.items()]  # and its last
+    everywhere = [(name, offset) for name, region in regions.items() for offset in region]
+    spots += [everywhere[i] for i in rng.choice(len(everywhere), 24, replace=False)]
+    assert len(spots) >= 30
+    path = tmp_path / "model.pt"
+    for i, (name, offset) in enumerate(spots):
+        flipped(source, path, offset, bit=i % 8)
+        message = refused(path, re.escape(f"{name} fails its CRC check: the file is damaged"))
+        assert message == f"{path}: {name} fails its CRC check: the file is damaged"
+    load_checkpoint(source)  # the untouched file still loads
+    path.write_bytes(source.read_bytes())
+    assert load_checkpoint(path).model.config == load_checkpoint(source).model.config
+
+
+def test_flips_in_the_pickle_and_the_zip_headers_are_refused(saved, tmp_path):
+    _, source = saved
+    with zipfile.ZipFile(source) as archive:
+        entries = {e.filename.split("/", 1)[1]: e for e in archive.infolist()}
+    pickle, tensor = entries["data.pkl"], entries["data/0"]
+    path = tmp_path / "model.pt"
+    for offset in (data_region(source, pickle)[0], data_region(source, pickle)[-1],
+                   data_region(source, pickle)[len(pickle.filename)]):
+        refused(flipped(source, path, offset, 3), f"{pickle.filename} fails its CRC check")
+    refused(flipped(source, path, tensor.header_offset, 0),  # the local header's magic number
+            f"{tensor.filename} is damaged: its local header is not the one the zip's directory "
+            f"describes")
+    refused(flipped(source, path, tensor.header_offset + LOCAL_HEADER_SIZE + 2, 1),  # its name
+            f"{tensor.filename} is damaged")
+
+
+def test_overlapping_entries_are_refused_before_they_are_read(tmp_path):
+    """Entries pointing at one region would read the file once per entry: refused at once."""
+    path = tmp_path / "model.pt"
+    with zipfile.ZipFile(path, "w") as archive:  # stored: the default
+        archive.writestr("archive/data.pkl", b"x" * 1000)
+    data = bytearray(path.read_bytes())
+    directory = data.index(b"PK\x01\x02")
+    record, end = data[directory:data.index(b"PK\x05\x06")], data[data.index(b"PK\x05\x06"):]
+    copies = 50
+    end[8:10] = end[10:12] = copies.to_bytes(2, "little")  # entries on this disk, and in all
+    end[12:16] = (len(record) * copies).to_bytes(4, "little")
+    path.write_bytes(bytes(data[:directory] + record * copies + end))
+    with zipfile.ZipFile(path) as archive:
+        assert len(archive.infolist()) == copies  # zipfile itself reads it
+    refused(path, r"is not a checkpoint: its zip entries overlap")
+
+
+def test_generate_refuses_a_flipped_bit_in_one_line(saved, tmp_path):
+    """The audit's case end to end: ``midilstm generate`` on a damaged file fails, in one line."""
+    _, source = saved
+    with zipfile.ZipFile(source) as archive:
+        entry = next(e for e in archive.infolist() if e.filename.endswith("/data/0"))
+    path = flipped(source, tmp_path / "model.pt", data_region(source, entry)[7], 5)
+    done = subprocess.run([sys.executable, "-m", "midilstm", "generate", "--checkpoint",
+                           str(path), "--out", str(tmp_path / "gen")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{entry.filename} fails its CRC check" in lines[0], done.stderr
+    assert not (tmp_path / "gen").exists() or not any((tmp_path / "gen").iterdir())
