@@ -8,8 +8,10 @@ just chains them):
 2. ``tempo_microseconds``: the tempo as the file stores it, whole microseconds per beat;
 3. ``seconds_to_ticks``: ``ticks = seconds * ppq * 1e6 / tempo_us``, rounded from *absolute*
    times so rounding never drifts;
-4. ``note_switches``: every note's on and off as (tick, on?, pitch, velocity), sorted in time,
-   offs before ons at the same tick (as the reader expects), each note at least one tick long;
+4. ``note_ticks`` and ``note_switches``: every note's on and off as (tick, on?, pitch,
+   velocity), sorted in time, offs before ons at the same tick (as the reader expects), each
+   note at least one tick long, and two notes of one pitch never struck at one tick (the later
+   moves a tick, so the file keeps every note);
 5. ``to_delta_ticks`` and ``note_messages``: the file stores the ticks *since the previous
    message*; ``header_messages`` (name, tempo, program change) come first, end_of_track last.
 """
@@ -43,12 +45,35 @@ def seconds_to_ticks(seconds, bpm: float = DEFAULT_BPM, ppq: int = DEFAULT_PPQ) 
     return np.rint(np.asarray(seconds, np.float64) * ticks_per_s).astype(np.int64)
 
 
+def note_ticks(notes: np.ndarray, bpm: float = DEFAULT_BPM,
+               ppq: int = DEFAULT_PPQ) -> tuple[np.ndarray, np.ndarray]:
+    """Each note's start and end tick, so that every note is read back as a note of its own.
+
+    Times round to the nearest tick, and a note lasts at least one tick. Two notes of one
+    pitch must not start at one tick (read back, they would be one note): the later one moves
+    a tick later (a third within those two ticks, two; and so on). A note still sounding when
+    its pitch starts again ends there, as a piano and the reader end it, so its note-off never
+    comes after the next note-on of its pitch (a player would silence the new note with it)."""
+    start = seconds_to_ticks(notes["start_s"], bpm, ppq)
+    end = seconds_to_ticks(notes["end_s"], bpm, ppq)
+    for pitch in np.unique(notes["pitch"]):
+        mine = np.flatnonzero(notes["pitch"] == pitch)
+        mine = mine[np.argsort(notes["start_s"][mine], kind="stable")]  # ties in the notes' order
+        # the k-th note starts at least k ticks after the first: start_k >= start_j + (k - j)
+        k = np.arange(len(mine))
+        ticks = np.maximum.accumulate(start[mine] - k) + k
+        next_start = np.r_[ticks[1:], np.iinfo(np.int64).max]
+        start[mine] = ticks
+        end[mine] = np.minimum(np.maximum(end[mine], ticks + 1), next_start)
+    return start, end
+
+
 def note_switches(notes: np.ndarray, bpm: float = DEFAULT_BPM,
                   ppq: int = DEFAULT_PPQ) -> np.ndarray:
     """Each note's on and off (``SWITCH_DTYPE``) in the order they are written: by tick, offs
-    before ons at the same tick, then by pitch. A note lasts at least one tick."""
-    start = seconds_to_ticks(notes["start_s"], bpm, ppq)
-    end = np.maximum(seconds_to_ticks(notes["end_s"], bpm, ppq), start + 1)
+    before ons at the same tick, then by pitch. Ticks are ``note_ticks``: each note lasts at
+    least one tick, and no two notes of one pitch start at one tick."""
+    start, end = note_ticks(notes, bpm, ppq)
     switches = np.zeros(2 * len(notes), SWITCH_DTYPE)
     switches["tick"] = np.concatenate([end, start])
     switches["on"] = np.arange(2 * len(notes)) >= len(notes)

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from midilstm.errors import MidiInputError
-from midilstm.events import NOTE_DTYPE, make_events, notes_to_events
-from midilstm.export import events_to_midi, write_midi
+from midilstm.events import NOTE_DTYPE, events_to_notes, make_events, notes_to_events
+from midilstm.export import events_to_midi, tempo_microseconds, write_midi
 from midilstm.music import bundled, expected_hashes
 from midilstm.parse import Selection, read_midi
 
@@ -241,3 +241,121 @@ def test_bad_tempo_or_resolution(options):
     from midilstm.errors import ParameterError
     with pytest.raises(ParameterError, match=f"parameter {next(iter(options))}"):
         events_to_midi(EVENTS, **options)
+
+
+# --- two notes stay two notes: no two strikes of one pitch share a tick ---------------------------
+def restrikes(tick: float, n: int = 40, seed: int = 0) -> np.ndarray:
+    """Notes of a few pitches, each struck again less than a tick after a note (``tick`` s):
+    a short note restruck (an on at the same tick), two strikes at one instant, a note
+    restruck while it sounds, and a legato repeat whose off and next on share a tick."""
+    rng = np.random.default_rng(seed)
+    rows, t = [], 0.0
+    for i in range(n):
+        pitch = int(rng.choice([60, 62, 64]))
+        gap = float(rng.uniform(0.05, 0.95)) * tick  # the second strike, less than a tick later
+        kind = i % 4
+        if kind == 0:  # a note shorter than the gap, then the restrike
+            rows += [(t, t + gap / 2, pitch, 80), (t + gap, t + 0.3, pitch, 90)]
+        elif kind == 1:  # two strikes at one instant (a generated stream can hold them)
+            rows += [(t, t + 0.2, pitch, 70), (t, t + 0.25, pitch, 71)]
+        elif kind == 2:  # restruck while it sounds: the first ends at the restrike
+            rows += [(t, t + gap, pitch, 60), (t + gap, t + 0.4, pitch, 61)]
+        else:  # legato: the next strike just after the end, within the same tick
+            rows += [(t, t + 0.2, pitch, 50), (t + 0.2 + gap / 4, t + 0.5, pitch, 51)]
+        t += 0.6 + float(rng.uniform(0, 0.1))
+    notes = np.array(rows, dtype=NOTE_DTYPE)
+    return notes[np.lexsort((notes["pitch"], notes["start_s"]))]
+
+
+def by_pitch_then_start(notes):
+    return notes[np.lexsort((np.arange(len(notes)), notes["start_s"], notes["pitch"]))]
+
+
+@pytest.mark.parametrize("bpm, ppq", [(120, 480), (120, 24), (73, 96)])
+def test_notes_of_one_pitch_less_than_a_tick_apart_stay_notes(tmp_path, bpm, ppq):
+    """An audit lost 16 of 2,492 notes of a real file this way: two strikes of one pitch less
+    than a tick apart were written at one tick and read back as one note."""
+    tick = tempo_microseconds(bpm) / 1e6 / ppq  # seconds per tick, as the file stores the tempo
+    notes = restrikes(tick, seed=ppq)
+    events = notes_to_events(notes)
+    assert len(events_to_notes(events)[0]) == len(notes) == 80
+    # strikes of one pitch that round to one tick: each was merged into another when read back
+    shared = len(notes) - len(set(zip(notes["pitch"].tolist(),
+                                      np.rint(notes["start_s"] / tick).tolist())))
+    assert shared >= 20
+    back = read_midi(write_midi(events, tmp_path / "x.mid", bpm=bpm, ppq=ppq)).notes
+    assert len(back) == len(notes)  # before: len(notes) - shared
+    a, b = by_pitch_then_start(notes), by_pitch_then_start(back)
+    assert a["pitch"].tolist() == b["pitch"].tolist()
+    assert a["velocity"].tolist() == b["velocity"].tolist()
+    # each onset moved by at most one tick from its own tick (half a tick of rounding besides),
+    # and only the strikes that shared a tick moved
+    moved = np.rint(b["start_s"] / tick) - np.rint(a["start_s"] / tick)
+    assert set(moved.tolist()) <= {0.0, 1.0} and moved.sum() == shared
+    assert np.abs(b["start_s"] - a["start_s"]).max() <= 1.5 * tick + 1e-9
+    first = np.r_[True, a["pitch"][1:] != a["pitch"][:-1]]
+    assert not moved[first].any()  # only a later strike moves
+    # an independent reader: mido's raw messages, strikes counted per pitch, and per pitch every
+    # strike ended before the next (no note-off of one note after the next note-on)
+    track = mido.MidiFile(tmp_path / "x.mid").tracks[0]
+    on = {}
+    for tick_, msg in absolute(track):
+        if msg.type not in ("note_on", "note_off"):
+            continue
+        key = msg.note
+        starts = msg.type == "note_on" and msg.velocity > 0
+        assert on.get(key, False) != starts, (tick_, msg)  # on, off, on, off... per pitch
+        on[key] = starts
+    strikes = {int(p): int((notes["pitch"] == p).sum()) for p in np.unique(notes["pitch"])}
+    assert {p: sum(1 for m in track if m.type == "note_on" and m.velocity > 0 and m.note == p)
+            for p in strikes} == strikes
+    onset_ticks = [(t, m.note) for t, m in absolute(track) if m.type == "note_on" and m.velocity]
+    assert len(set(onset_ticks)) == len(onset_ticks)  # no two strikes of a pitch at one tick
+
+
+def test_note_ticks_move_the_later_strike_a_tick():
+    from midilstm.export import note_ticks
+    # 120 bpm, 480 ppq: 960 ticks a second. Pitch 60: struck at 0 and 0.3 ms (both tick 0),
+    # then three strikes within one tick at 1 s; pitch 62: off and on at one tick (kept).
+    notes = np.array([(0.0, 0.0001, 60, 80), (0.0003, 0.5, 60, 81),
+                      (0.5, 0.7, 62, 70), (0.7001, 0.9, 62, 71),
+                      (1.0, 1.2, 60, 90), (1.0, 1.2, 60, 91), (1.0002, 1.2, 60, 92)],
+                     dtype=NOTE_DTYPE)
+    start, end = note_ticks(notes)
+    assert start.tolist() == [0, 1, 480, 672, 960, 961, 962]
+    # at least a tick long; a note sounding when its pitch is struck again ends there
+    assert end.tolist() == [1, 480, 672, 864, 961, 962, 1152]
+    track = events_to_midi(notes_to_events(notes)).tracks[0]
+    assert len(read_midi_bytes(track).notes) == len(notes)
+
+
+def read_midi_bytes(track, ppq=480):
+    import tempfile
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "x.mid")
+        mido.MidiFile(type=0, ticks_per_beat=ppq, tracks=[track]).save(path)
+        return read_midi(path)
+
+
+@st.composite
+def dense_notes(draw):
+    """Any notes on a few pitches, struck close together: same instants, sub-tick gaps,
+    overlaps, very short notes; as many strikes of a pitch as the stream holds."""
+    rows = draw(st.lists(st.tuples(st.floats(0, 0.2), st.floats(0, 0.3), st.sampled_from([60, 61]),
+                                   st.integers(1, 127)), min_size=1, max_size=30))
+    notes = np.array([(t, t + d, p, v) for t, d, p, v in rows], dtype=NOTE_DTYPE)
+    return notes[np.lexsort((notes["pitch"], notes["start_s"]))]
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(notes=dense_notes(), ppq=st.sampled_from([24, 480]))
+def test_every_strike_is_written_and_read_back(tmp_path, notes, ppq):
+    events = notes_to_events(notes)
+    strikes = [int(p) for p in events["pitch"][events["velocity"] > 0]]
+    midi = events_to_midi(events, ppq=ppq)
+    raw = [m.note for m in midi.tracks[0] if m.type == "note_on" and m.velocity > 0]
+    assert sorted(raw) == sorted(strikes)  # mido's own messages: one note-on per strike
+    midi.save(tmp_path / "x.mid")
+    back = read_midi(tmp_path / "x.mid").notes
+    assert sorted(back["pitch"].tolist()) == sorted(strikes)  # and the reader's notes
