@@ -14,6 +14,7 @@ so no name here shadows them.
 from importlib import import_module as _import_module
 
 from .errors import (
+    CacheError,
     CheckpointError,
     CodecError,
     MidiInputError,
@@ -66,7 +67,7 @@ __all__ = [
 ]
 # the errors midilstm raises on purpose: every one is a MidilstmError
 __all__ += [
-    "CheckpointError", "CodecError", "MidiInputError", "MidilstmError", "ParameterError",
+    "CacheError", "CheckpointError", "CodecError", "MidiInputError", "MidilstmError", "ParameterError",
     "RunDirError",
 ]
 # imported on first use (``_LAZY``): the bundled piece, encoding, the network, training,

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MidilstmError
+from .errors import CacheError  # noqa: F401  (raised here; importable from here)
 from .events import EVENT_DTYPE
 
 CACHE_FORMAT = 4  # bump when the layout of a cache entry changes: old entries are then misses
@@ -62,16 +62,6 @@ _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _FULL = {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _READ = os.O_RDONLY | _NOFOLLOW | _CLOEXEC | _NONBLOCK
 _DIR = os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC
-
-
-class CacheError(MidilstmError, ValueError):
-    """A cache folder that cannot be used: someone else's, writable by others without being
-    declared shared, not creatable, or with a secret that is not a secret. ``str(err)`` names
-    the folder (or file) and says how to fix it."""
-
-    def __init__(self, path, reason: str):
-        super().__init__(path, reason)
-        self.path = self.what
 
 
 def default_cache_dir() -> Path:

@@ -80,3 +80,14 @@ class RunDirError(MidilstmError, RuntimeError):
     def __init__(self, path, reason: str):
         super().__init__(path, reason)
         self.path = self.what
+
+
+class CacheError(MidilstmError, ValueError):
+    """A cache folder that cannot be used: someone else's, writable by others without being
+    declared shared, not creatable, or with a secret that is not a secret. Raised by the corpus
+    reader's cache (``midilstm.cache``) before it reads or writes an entry; ``str(err)`` names
+    the folder (or file) and says how to fix it."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(path, reason)
+        self.path = self.what
