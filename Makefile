@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 RUN_DIR ?= runs/default
 
-.PHONY: setup run test notebooks clean
+.PHONY: setup run test test-browser notebooks clean
 setup: $(STAMP)
 
 # TORCH_INDEX: where to get torch first, e.g. the small CPU build on Linux:
@@ -38,6 +38,9 @@ run: $(STAMP)  ## the notebook series on the default piece, into $(RUN_DIR)
 test: $(STAMP)  ## unit tests, then the committed notebooks under strict nbval
 	$(BIN)/python -m pytest tests
 	$(BIN)/python -m pytest --nbval notebooks --nbval-sanitize-with notebooks/nbval_sanitize.cfg
+
+test-browser: $(STAMP)  ## the browser test alone (make test runs it too): 01 and 04 in JupyterLab
+	$(BIN)/python -m pytest tests/browser
 
 notebooks: $(STAMP)  ## the maintainer's: re-execute the notebooks in place after an intended change
 	$(BIN)/python -m midilstm refresh-notebooks
