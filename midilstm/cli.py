@@ -18,21 +18,24 @@ from pathlib import Path
 from . import errors
 from . import params as parameters
 from .errors import MidiInputError, MidilstmError, ParameterError
+from .failures import OutputError, os_error_text, shorten_numbers
 
 EXIT_STATUS = """\
 exit status:
   0    done
   1    the command ran, but some of its work failed: files it could not read besides those
-       it did (inspect, corpus), a notebook that failed (run), points that failed (sweep)
+       it did (inspect, corpus), a notebook that failed (run), points that failed (sweep),
+       a write that failed midway (the disk full)
   2    refused before doing anything: bad usage, a bad parameter or option value, or an input
        that is missing or cannot be used (MIDI files, a checkpoint, a corpus folder, a run
-       directory that holds a run or that another run is using)
+       directory that holds a run or that another run is using, an output folder that cannot
+       be written: permission denied, a read-only file system, a link in a run directory)
   130  interrupted (Ctrl-C)
   141  the output was closed early (... | head)
 """
 __doc__ += "\n" + EXIT_STATUS
 REFUSED = (ParameterError, MidiInputError, errors.CheckpointError, errors.CodecError,
-           errors.RunDirError)  # exit status 2; any other MidilstmError is work that failed: 1
+           errors.RunDirError, OutputError)  # exit status 2; any other MidilstmError is work that failed: 1
 
 DESCRIPTION = "Read MIDI files, train an LSTM on them and let it improvise (midilstm)."
 EPILOG = """\
@@ -116,13 +119,16 @@ def _dispatch(top: argparse.ArgumentParser, argv) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the exit-time flush does not fail again
         return 141
+    except OSError as err:  # midway: a full disk, a folder we may no longer write
+        _error(os_error_text(err))
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
 
 
 def _error(text) -> None:
-    print(f"error: {text}", file=sys.stderr, flush=True)
+    print(f"error: {shorten_numbers(text)}", file=sys.stderr, flush=True)
 
 
 def _command(commands, name: str, help: str, **kw) -> argparse.ArgumentParser:
@@ -304,36 +310,6 @@ def _student_edition(args) -> int:
 
 # --- corpus, train, generate, report (torch: their work is corpus_commands) -----------------------
 
-TRAIN_OPTIONS = {  # CorpusTrainConfig fields: (type, help); the defaults are the config's
-    "steps": (int, "optimiser steps (under torchrun: each step takes a batch from every process)"),
-    "batch_size": (int, "windows per step in each process"),
-    "seq_len": (int, "events per training window"),
-    "eval_every": (int, "steps between validations (and checkpoint writes)"),
-    "transpose_semitones": (int, "transpose each window by up to this many semitones (0: off)"),
-    "seed": (int, "seed of the initial weights, the windows drawn and the transpositions"),
-    "threads": (int, "torch CPU threads per process (0: torch's default)"),
-    "lr": (float, "Adam learning rate"),
-    "grad_clip": (float, "clip the gradient norm at this"),
-    "time_budget_s": (float, "stop at the first validation after so many seconds (default: none)"),
-    "val_fraction": (float, "share of whole pieces held out for validation"),
-    "hidden_size": (int, "units per LSTM layer"),  # these: ModelConfig fields
-    "num_layers": (int, "LSTM layers"),
-    "dropout": (float, "dropout between layers and before the heads"),
-    "embedding_dim": (int, "per component, with --input-mode embedding"),
-}
-GENERATE_OPTIONS = {  # name: (type, default, help)
-    "primer_events": (int, 30, "how many of the primer's events"),
-    "n": (int, 4, "how many variations"),
-    "events": (int, 500, "events per variation"),
-    "temperature": (float, 1.0, "< 1: safer and more repetitive, > 1: more adventurous"),
-    "top_k": (int, 0, "sample among the k most likely classes of each head (0: off)"),
-    "top_p": (float, 0.9, "sample among the classes holding this much probability (1: off)"),
-    "seed": (int, 0, "the random choices of sampling"),
-    "bpm": (float, 120.0, "tempo written into the MIDI files (timing is in seconds either way)"),
-    "roll_seconds": (float, 30.0, "seconds of each sample drawn in the piano roll"),
-}
-
-
 def _add_batch_commands(commands, full: bool = True) -> None:
     """``corpus``, ``train``, ``generate`` and ``report``; without ``full`` only their names
     and summaries (their defaults come from modules that import torch)."""
@@ -361,7 +337,7 @@ def _add_batch_commands(commands, full: bool = True) -> None:
                        help="a corpus folder (from 'corpus') or MIDI files/folder")
     train.add_argument("--out", required=True, type=Path, help="checkpoint file to write")
     config, model = CorpusTrainConfig(), ModelConfig(sizes=(1, 1, 1), **CORPUS_MODEL)
-    for name, (kind, text) in TRAIN_OPTIONS.items():
+    for name, (kind, text) in corpus_commands.TRAIN_OPTIONS.items():
         train.add_argument(_flag(name), type=kind, help=text,
                            default=getattr(config if hasattr(config, name) else model, name))
     train.add_argument("--device", default="auto", help="'auto' (a GPU if there is one), 'cpu', "
@@ -382,7 +358,7 @@ def _add_batch_commands(commands, full: bool = True) -> None:
     generate.add_argument("--out", required=True, type=Path, help="folder for sample_<i>.mid")
     generate.add_argument("--primer", type=Path,
                           help="MIDI file whose first events prime (default: one middle C)")
-    for name, (kind, default, text) in GENERATE_OPTIONS.items():
+    for name, (kind, default, text) in corpus_commands.GENERATE_OPTIONS.items():
         generate.add_argument(_flag(name), type=kind, default=default, help=text)
     generate.add_argument("--wav", action="store_true", help="also write sample_<i>.wav beside "
                           f"each MIDI file ({corpus_commands.WAV_RATE} Hz, as notebook 04)")

@@ -1,7 +1,10 @@
 """What the corpus commands do (``corpus``, ``train``, ``generate``, ``report``), given the
 options ``cli`` parsed: they import torch, so ``cli`` imports this module only when one of
 them is the command. Bad input is raised (``MidilstmError``) for ``cli`` to show in one line
-with its exit status; what they made is printed, one line per file.
+with its exit status; what they made is printed, one line per file. Each checks first that it
+can write where its output goes (``failures.check_writable``), so permission denied is one line
+and exit status 2 before any work; a disk that fills up midway is one line and status 1
+(``cli``). The options' tables are here too, beside the commands that take them.
 """
 from __future__ import annotations
 
@@ -10,15 +13,50 @@ import sys
 from dataclasses import fields
 
 from .errors import MidiInputError
+from .failures import OutputError, check_writable, check_writable_file
 
 WAV_RATE = 16000  # as notebook 04 writes its WAV files
 
+TRAIN_OPTIONS = {  # CorpusTrainConfig fields: (type, help); the defaults are the config's
+    "steps": (int, "optimiser steps (under torchrun: each step takes a batch from every process)"),
+    "batch_size": (int, "windows per step in each process"),
+    "seq_len": (int, "events per training window"),
+    "eval_every": (int, "steps between validations (and checkpoint writes)"),
+    "transpose_semitones": (int, "transpose each window by up to this many semitones (0: off)"),
+    "seed": (int, "seed of the initial weights, the windows drawn and the transpositions"),
+    "threads": (int, "torch CPU threads per process (0: torch's default)"),
+    "lr": (float, "Adam learning rate"),
+    "grad_clip": (float, "clip the gradient norm at this"),
+    "time_budget_s": (float, "stop at the first validation after so many seconds (default: none)"),
+    "val_fraction": (float, "share of whole pieces held out for validation"),
+    "hidden_size": (int, "units per LSTM layer"),  # these: ModelConfig fields
+    "num_layers": (int, "LSTM layers"),
+    "dropout": (float, "dropout between layers and before the heads"),
+    "embedding_dim": (int, "per component, with --input-mode embedding"),
+}
+GENERATE_OPTIONS = {  # name: (type, default, help)
+    "primer_events": (int, 30, "how many of the primer's events"),
+    "n": (int, 4, "how many variations"),
+    "events": (int, 500, "events per variation"),
+    "temperature": (float, 1.0, "< 1: safer and more repetitive, > 1: more adventurous"),
+    "top_k": (int, 0, "sample among the k most likely classes of each head (0: off)"),
+    "top_p": (float, 0.9, "sample among the classes holding this much probability (1: off)"),
+    "seed": (int, 0, "the random choices of sampling"),
+    "bpm": (float, 120.0, "tempo written into the MIDI files (timing is in seconds either way)"),
+    "roll_seconds": (float, 30.0, "seconds of each sample drawn in the piano roll"),
+}
+
 
 def corpus(args) -> int:
+    from .cache import CacheError
     from .corpus import read_corpus
 
-    read = read_corpus(args.sources, cache_dir=None if args.no_cache else args.cache,
-                       workers=args.workers)
+    check_writable(args.out, "the corpus folder")
+    try:
+        read = read_corpus(args.sources, cache_dir=None if args.no_cache else args.cache,
+                           workers=args.workers)
+    except CacheError as err:  # the cache cannot be used (read-only, someone else's): refused
+        raise OutputError(err.what, err.reason) from None
     for path, reason in read.bad:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     if len(read) == 0:
@@ -44,6 +82,7 @@ def train(args) -> int:
         "hidden_size", "num_layers", "dropout", "input_mode", "embedding_dim",
         "sounding_input", "key_input")}
     ModelConfig(sizes=(1, 1, 1), **{**CORPUS_MODEL, **model_options})  # refused before reading
+    check_writable_file(args.out, "the checkpoint")  # before training, not at its first save
     init_distributed(args.device)
     try:
         data = args.data
@@ -82,6 +121,9 @@ def generate(args) -> int:
 
     sampling = SamplingConfig(temperature=args.temperature, top_k=args.top_k or None,
                               top_p=args.top_p)  # before the checkpoint: refused at once
+    check_writable(args.out, "the output folder")
+    if args.piano_roll is not None:
+        check_writable_file(args.piano_roll, "the piano roll")
     ckpt = load_checkpoint(args.checkpoint)
     if args.primer is not None:
         primer = read_midi(args.primer).events[:args.primer_events]
@@ -113,6 +155,8 @@ def report(args) -> int:
     from .checkpoint import load_checkpoint
     from .corpus import load_corpus
 
+    if args.curve is not None:
+        check_writable_file(args.curve, "the learning curve")
     ckpt = load_checkpoint(args.checkpoint)
     table = held_out_report(ckpt, load_corpus(args.data))
     print(f"held-out NLL on {len(ckpt.held_out)} whole pieces ({args.checkpoint}, best of "

@@ -27,7 +27,12 @@ is marked ``"stale"`` in the manifest and in its metrics section, so nothing sta
 current. The rules (which step reads and writes which files, what makes one stale) are
 ``staleness``; the lock that keeps a second run out is ``lock``.
 
-Every write is atomic, so an interrupted step never leaves a half-written artifact.
+Every write is atomic, so an interrupted step never leaves a half-written artifact. Nothing
+is written, appended to, locked or deleted through a symbolic link: every write below the run
+directory goes through the folders' descriptors with ``O_NOFOLLOW`` (``files``), and a link in
+the place of one of our files or folders is refused in one line naming it, by ``prepare`` (before
+a run starts), ``begin``/``ready`` (before a notebook writes) and at each write. A manifest that
+says "running" while no live process holds the lock (the run was killed) reads "interrupted".
 """
 from __future__ import annotations
 
@@ -45,7 +50,14 @@ import numpy as np
 
 from . import params as _params
 from .errors import RunDirError
-from .files import write_bytes_atomic, write_json_atomic
+from .files import (
+    make_folder,
+    refuse_link,
+    register_root,
+    remove_in,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from .lock import LOCK_ENV, LOCK_FILE, DirLock, now
 from .staleness import (
     GENERATED,
@@ -79,6 +91,7 @@ class RunDir:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise RunDirError(self.path, f"cannot create the run directory ({err.strerror})") from None
+        register_root(self.path, self._label())  # every write below it: no link followed
         self._begun: dict = {}  # step -> {params, inputs, started, clock}
         self._lock = DirLock(self.path, self._label)
 
@@ -94,7 +107,7 @@ class RunDir:
         arrays = {f"piece_{i:04d}": p for i, p in enumerate(pieces)}
         buffer = io.BytesIO()
         np.savez(buffer, labels=np.array(labels, dtype=str), **arrays)
-        return write_bytes_atomic(self / name, buffer.getvalue())
+        return write_bytes_atomic(self / name, buffer.getvalue(), root=self.path)
 
     def load_pieces(self, name: str) -> tuple[list, list[str]]:
         path = self / name
@@ -105,7 +118,7 @@ class RunDir:
             return [data[k] for k in keys], data["labels"].tolist()
 
     def save_json(self, name: str, obj) -> Path:
-        return write_json_atomic(self / name, obj)
+        return write_json_atomic(self / name, obj, root=self.path)
 
     def load_json(self, name: str):
         path = self / name
@@ -154,6 +167,7 @@ class RunDir:
         given = set(params)
         params = _params.validate({"run_dir": str(self.path), **params}, step)
         self._lock.refuse_if_held_by_other()
+        self.refuse_links(spec.outputs)
         snapshot = self.snapshot()
         problem = input_problem(spec, self.manifest().get("steps", {}), snapshot)
         if problem:
@@ -178,6 +192,7 @@ class RunDir:
                 raise RunDirError(self._label(), f"{name} is {values[name]!r} now but {step} "
                                   f"began with {value!r}: re-run its setup cell, then this one")
         spec = step_spec(step)
+        self.refuse_links(spec.outputs)
         snapshot = self.snapshot()
         problem = input_problem(spec, self.manifest().get("steps", {}), snapshot)
         if problem is None and view(snapshot, spec.inputs) != begun["inputs"]:
@@ -237,7 +252,33 @@ class RunDir:
 
     # --- bookkeeping ---------------------------------------------------------------------------
     def manifest(self) -> dict:
-        return self._read("manifest.json")
+        """manifest.json ({} when absent); a status "running" that no live process holds the
+        lock for (the run was killed) reads "interrupted", with the reason as its error."""
+        manifest = self._read("manifest.json")
+        status = manifest.get("status")
+        if isinstance(status, dict) and status.get("state") == "running" and self._run_is_dead(status):
+            manifest["status"] = {**status, "state": "interrupted", "error": (
+                f"the run (pid {status.get('pid', '?')}) ended without finishing: it was killed "
+                f"or its machine stopped")}
+        return manifest
+
+    def _run_is_dead(self, status: dict) -> bool:
+        """The process that set "running" is gone: it does not hold the lock (nobody does), or
+        its pid no longer runs. Our own process is never dead."""
+        pid = status.get("pid")
+        if pid == os.getpid():
+            return False
+        held = self._lock.held()
+        if held is False:
+            return True
+        if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            except (OSError, OverflowError):
+                return False
+        return False
 
     def set_status(self, state: str, error: str | None = None) -> dict:
         """The run's state in the manifest: running, failed (with the one-line error),
@@ -287,7 +328,12 @@ class RunDir:
         if mode not in PREPARE_MODES:
             raise ValueError(f"mode must be one of {PREPARE_MODES}, not {mode!r}")
         self._lock.refuse_if_held_by_other()
+        self.refuse_links()
         self._remove_temporaries()
+        manifest = self.manifest()
+        if manifest.get("status", {}).get("state") == "interrupted" and \
+                self._read("manifest.json").get("status", {}).get("state") == "running":
+            self.save_json("manifest.json", manifest)  # a killed run's "running", set right
         found = self.artefacts()
         if mode == "new" and found:
             raise RunDirError(self._label(), f"already holds a run ({', '.join(found[:4])}"
@@ -308,28 +354,49 @@ class RunDir:
                   if any(any((self / folder).glob(p)) for p in patterns)]
         return found
 
+    def refuse_links(self, names=None) -> None:
+        """Refuse (``RunDirError``, one line naming it) when one of ``names`` (default: every
+        file and folder of ours, the lock and the files in our folders) is a symbolic link."""
+        if names is None:
+            names = [*OUR_FILES, *OUR_FOLDERS, LOCK_FILE, *(f".{n}.partial" for n in OUR_FILES)]
+            for folder, patterns in OUR_FOLDERS.items():
+                refuse_link(self.path, folder)
+                if (self / folder).is_dir():
+                    names += [f"{folder}/{p.name}" for p in (self / folder).iterdir()
+                              if any(p.match(pattern) for pattern in patterns)]
+        for name in names:
+            refuse_link(self.path, name.rstrip("/"))
+
+    def fresh_folder(self, folder: str = GENERATED) -> Path:
+        """Our folder ``folder`` (``generated/``) made ready for a step to write into: created
+        when missing, our earlier files in it removed (``sample_*``), no link followed (a link
+        in its place is refused). Returns its path, for ``write_midi(..., path / name)``."""
+        folder = folder.rstrip("/")
+        make_folder(self / folder, self.path)
+        remove_in(self.path, folder, OUR_FOLDERS.get(folder, ()), keep_folder=True)
+        return self / folder
+
     def _remove_artefacts(self) -> None:
+        """Our files and our folders' files, each removed from its folder's descriptor: a link
+        is removed itself, never its target, and a folder that is a link is refused."""
         for name in OUR_FILES:
-            (self / name).unlink(missing_ok=True)
+            remove_in(self.path, name)
         for folder, patterns in OUR_FOLDERS.items():
-            for pattern in patterns:
-                for path in (self / folder).glob(pattern):
-                    if path.is_file():
-                        path.unlink()
-            with contextlib.suppress(OSError):
-                (self / folder).rmdir()  # only when nothing else is in it
+            remove_in(self.path, folder, patterns)
 
     def _remove_temporaries(self) -> None:
-        """Hidden ``.<name>.*.tmp`` files left by an atomic write that was killed midway."""
-        for folder in (self.path, *(self / f for f in OUR_FOLDERS)):
-            for path in folder.glob(".*.tmp") if folder.is_dir() else ():
-                with contextlib.suppress(OSError):
-                    path.unlink()
+        """Hidden ``.<name>.*.tmp`` files left by an atomic write that was killed midway (in
+        every mode), and the partial checkpoints (``.model.pt.partial``) a killed step left."""
+        remove_in(self.path, ".", [".*.tmp", *(f".{n}.partial" for n in OUR_FILES)])
+        for folder in OUR_FOLDERS:
+            remove_in(self.path, folder, [".*.tmp", ".*.tmp.ipynb"], keep_folder=True)
 
     # --- helpers -------------------------------------------------------------------------------
     def _read(self, name: str) -> dict:
-        """manifest.json or metrics.json ({} when absent); one line when it is not ours."""
+        """manifest.json or metrics.json ({} when absent); one line when it is not ours (or a
+        link: the run would write it back through the link)."""
         path = self / name
+        refuse_link(self.path, name)
         if not path.exists():
             return {}
         try:
@@ -363,14 +430,17 @@ def unique_run_name(parent="runs") -> Path:
     """A new, empty run directory ``<parent>/<YYYYmmdd-HHMMSS>-<4 hex>``, created here so that
     two runs started in the same second (or process) never get the same one."""
     parent = Path(parent)
-    parent.mkdir(parents=True, exist_ok=True)
     while True:
         path = parent / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
         try:
+            parent.mkdir(parents=True, exist_ok=True)
             path.mkdir()
             return path
         except FileExistsError:
             continue
+        except OSError as err:
+            raise RunDirError(parent, f"cannot create a run directory in it ({err.strerror}): "
+                                      f"choose another place with --out") from None
 
 
 def git_commit() -> dict:

@@ -5,6 +5,9 @@ only the parameters it declares (``params.PARAMETERS`` says which). Every value 
 before anything runs (``values.check_parameters``: plain data, and valid for the whole series).
 The run holds the directory's lock, records its status in the manifest and shows each
 notebook's progress. ``sweeps`` runs many; ``refresh`` re-executes the committed notebooks.
+Nothing is written through a link in the run directory: the kernel log is appended to from its
+folder's descriptor (``O_NOFOLLOW``), and papermill writes each executed notebook to a temporary
+file this module created there, which is then written into place (``files``).
 
     python -m midilstm run -p epochs 50 -p temperature 0.9 --out runs/try1
 """
@@ -15,13 +18,15 @@ import json
 import logging
 import os
 import re
-import shutil
+import secrets
 import sys
 import time
 from pathlib import Path
 
 from . import params as parameters
 from .errors import MidilstmError, ParameterError
+from .failures import one_line
+from .files import make_folder, open_append, remove_in, write_bytes_atomic
 from .music import data_dir
 from .rundir import RunDir
 from .values import check_parameters, plain
@@ -80,8 +85,8 @@ def run_series(params: dict, out, *, series=SERIES, mode: str = "new", copy_from
         run.set_status("running")
         timings = dict(run.manifest().get("wall_seconds") or {})
         try:
-            (run / "notebooks").mkdir(exist_ok=True)
-            with _library_logs_to(run / "notebooks" / KERNEL_LOG):
+            make_folder(run / "notebooks", run.path)
+            with _library_logs_to(run / "notebooks" / KERNEL_LOG, run.path):
                 _run_notebooks(run, params, series, timings, log, warn, papermill)
         except KeyboardInterrupt:
             run.set_status("interrupted")
@@ -104,12 +109,12 @@ def _run_notebooks(run, params, series, timings, log, warn, papermill) -> None:
         mine = _for_notebook(params, name)
         log(f"[{run.path.name}] {name} starts" + (f" {shown(mine)}" if mine else ""))
         start = time.perf_counter()
-        with open(run / "notebooks" / KERNEL_LOG, "a") as kernel_log:
+        with open_append(run / "notebooks" / KERNEL_LOG, run.path) as kernel_log, \
+                _executed_notebook(run, name) as executed:
             kernel_log.write(f"--- {name}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
             kernel_log.flush()
             papermill.execute_notebook(
-                str(NOTEBOOK_DIR / f"{name}.ipynb"),
-                str(run / "notebooks" / f"{name}.ipynb"),
+                str(NOTEBOOK_DIR / f"{name}.ipynb"), str(executed),
                 parameters=plain({**mine, "run_dir": str(run.path)}, name),
                 cwd=None,  # the kernel works where the command was typed: paths as typed
                 kernel_name="python3", progress_bar=False,
@@ -122,11 +127,50 @@ def _run_notebooks(run, params, series, timings, log, warn, papermill) -> None:
 
 
 @contextlib.contextmanager
-def _library_logs_to(path):
+def _executed_notebook(run: RunDir, name: str):
+    """A temporary file this process created in ``notebooks/`` (``O_EXCL``, no link followed),
+    for papermill to write the executed notebook ``name`` into as it runs; when it ends, even
+    by failing, what papermill wrote is written to ``notebooks/<name>.ipynb`` (its output
+    path recorded as that) and the temporary removed."""
+    folder = run / "notebooks"
+    tmp = folder / f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp.ipynb"  # papermill: .ipynb
+    write_bytes_atomic(tmp, b"", durable=False, clean=False, root=run.path)  # made by us, a file
+    try:
+        yield tmp
+    finally:
+        try:
+            text = tmp.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        if text:
+            write_bytes_atomic(folder / f"{name}.ipynb", _with_output_path(
+                text, folder / f"{name}.ipynb").encode(), root=run.path)
+        remove_in(run.path, os.path.relpath(tmp, run.path))
+
+
+def _with_output_path(text: str, path) -> str:
+    """The executed notebook's JSON with papermill's output_path saying where it lies."""
+    try:
+        nb = json.loads(text)
+        nb["metadata"]["papermill"]["output_path"] = str(path)
+    except (ValueError, KeyError, TypeError):
+        return text
+    return json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+@contextlib.contextmanager
+def _library_logs_to(path, root):
     """While notebooks run, the log records of papermill, nbclient and asyncio go to the kernel
     log, not the terminal: after a Ctrl-C they would add "Kernel died ..." and a traceback to
-    the one line the command prints."""
-    handler = logging.FileHandler(path)
+    the one line the command prints. The log is opened without following a link."""
+    with open_append(path, root) as stream:
+        handler = logging.StreamHandler(stream)
+        with _handler(handler):
+            yield
+
+
+@contextlib.contextmanager
+def _handler(handler):
     handler.setFormatter(logging.Formatter("%(name)s %(levelname)s: %(message)s"))
     loggers = [logging.getLogger(name) for name in ("papermill", "nbclient", "asyncio")]
     saved = [(logger.propagate, logger.handlers[:]) for logger in loggers]
@@ -141,15 +185,17 @@ def _library_logs_to(path):
 
 
 def _copy_run(source: Path, dest: Path) -> None:
-    """A finished upstream run's files into ``dest`` (not its lock, temporaries or error)."""
+    """A finished upstream run's files into ``dest`` (not its lock, temporaries, error or
+    links), each written there without following a link."""
     for path in sorted(source.rglob("*")):
         relative = path.relative_to(source)
-        if any(part.startswith(".") for part in relative.parts) or relative.name == "error.txt":
+        if any(part.startswith(".") for part in relative.parts) or relative.name == "error.txt" \
+                or path.is_symlink():
             continue
         if path.is_dir():
-            (dest / relative).mkdir(parents=True, exist_ok=True)
+            make_folder(dest / relative, dest)
         elif path.is_file():
-            shutil.copy2(path, dest / relative)
+            write_bytes_atomic(dest / relative, path.read_bytes(), root=dest)
 
 
 def _kernel_manager(log):
@@ -196,8 +242,3 @@ def shown(params: dict) -> str:
     return " ".join(f"{k}={json.dumps(v)}" for k, v in params.items())
 
 
-def one_line(err: BaseException) -> str:
-    """The error in one line; for a failed notebook cell, the error raised inside it."""
-    name = getattr(err, "ename", None) or type(err).__name__  # papermill's execution error
-    text = str(getattr(err, "evalue", None) or err).strip()
-    return f"{name}: {(text.splitlines() or [''])[0]}"

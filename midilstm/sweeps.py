@@ -4,7 +4,9 @@ The points can run in parallel processes (``jobs``). Points that share every par
 01_parse..03_train share one parse, encoding and trained model: it runs once, and its files are
 copied into the other points' directories before their own 04_generate and 05_evaluate. A
 failing point is recorded and the others go on; ``summary.csv`` and ``summary.png`` collect
-every run's metrics.
+every run's metrics. The sweep folder is checked writable before any point runs, and nothing
+in it is written through a link (``files``). A point that succeeds loses the ``error.txt`` of
+an earlier failure; a Ctrl-C never records a point as failed, whatever the signal broke.
 
     python -m midilstm sweep -p temperature 0.8 1.0 -p n_time_bins 16 32 --jobs 2 --out runs/sweep1
     python -m midilstm sweep --grid examples/grid.yaml --out runs/sweep2
@@ -24,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import params as parameters
-from .errors import ParameterError, RunDirError
-from .files import write_bytes_atomic
-from .runs import SERIES, UPSTREAM, one_line, run_series, shown
+from .errors import MidilstmError, ParameterError, RunDirError
+from .failures import check_writable, one_line
+from .files import register_root, remove_in, write_bytes_atomic
+from .runs import SERIES, UPSTREAM, run_series, shown
 from .values import check_parameters, load_yaml, plain
 
 
@@ -91,6 +94,8 @@ def sweep(grid: dict, out, *, base: dict | None = None, jobs: int = 1, mode: str
     """
     points = grid_points(grid, base)
     out = Path(out).resolve()
+    check_writable(out, "the sweep folder")
+    register_root(out)
     paths = [out / f"run_{i:03d}" for i in range(len(points))]
     if mode == "new" and ((out / "summary.csv").exists() or any(p.exists() for p in paths)):
         raise RunDirError(out, "already holds a sweep: use --force to start clean or --resume "
@@ -151,7 +156,7 @@ def _map(jobs: list, n_jobs: int, on_done) -> None:
         for k, job in enumerate(jobs):
             on_done(k, _run_point(job))
         return
-    pool = ProcessPoolExecutor(max_workers=min(n_jobs, len(jobs)), initializer=_worker_signals)
+    pool = ProcessPoolExecutor(max_workers=min(n_jobs, len(jobs)), initializer=_worker_start)
     futures = {pool.submit(_run_point, job): k for k, job in enumerate(jobs)}
     try:
         pending = set(futures)
@@ -171,38 +176,50 @@ def _map(jobs: list, n_jobs: int, on_done) -> None:
 
 
 _RUNNING = False  # in a worker process: a point is running (SIGTERM interrupts it)
+_STOPPED = False  # the point was told to stop: whatever it raises next is no failure of its own
 
 
-def _worker_signals() -> None:
-    """Workers leave Ctrl-C to the parent, which stops them with SIGTERM."""
+def _worker_start() -> None:
+    """Workers leave Ctrl-C to the parent, which stops them with SIGTERM; they import papermill
+    (seconds) before taking a point, so a stop while it loads ends the worker quietly."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _stop_worker)
+    import papermill  # noqa: F401
 
 
 def _stop_worker(signum, frame):
+    global _STOPPED
     if _RUNNING:
+        _STOPPED = True
         raise KeyboardInterrupt
     raise SystemExit(0)
 
 
 def _run_point(job) -> str | None:
     """Run one sweep point's notebooks; returns None, or its error in one line (and error.txt)."""
-    global _RUNNING
+    global _RUNNING, _STOPPED
     params, path, series, mode, copy_from = job
     label = f"[{path.name}]"
-    _RUNNING = True
+    _RUNNING, _STOPPED = True, False
     try:
         print(f"{label} {series[0]}..{series[-1]} starts: {shown(params)}", flush=True)
         run_series(params, path, series=series, mode=mode, copy_from=copy_from,
                    log=lambda *_: None, warn=lambda text: print(f"{label} {text}", file=sys.stderr))
+        remove_in(path.parent, f"{path.name}/error.txt")  # an earlier failure's, now resolved
         print(f"{label} {series[0]}..{series[-1]} done", flush=True)
         return None
     except KeyboardInterrupt:
         print(f"{label} interrupted", flush=True)
         raise
     except Exception as err:  # noqa: BLE001 - a failing point must not lose the others
-        path.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(path / "error.txt", "".join(traceback.format_exception(err)).encode())
+        if _STOPPED:  # the stop broke something (an import half done): interrupted, not failed
+            print(f"{label} interrupted", flush=True)
+            raise KeyboardInterrupt from None
+        try:
+            write_bytes_atomic(path / "error.txt", "".join(traceback.format_exception(err))
+                               .encode(), root=path.parent)
+        except (OSError, MidilstmError) as why:  # a full disk, a link: the summary still says it
+            print(f"{label} error.txt not written: {one_line(why)}", file=sys.stderr, flush=True)
         print(f"{label} failed: {one_line(err)}", flush=True)
         return one_line(err)
     finally:

@@ -380,3 +380,54 @@ def test_unique_run_names_differ_within_a_second_and_across_processes(tmp_path):
         more = list(pool.map(unique_run_name, [tmp_path / "runs"] * 40))
     assert len(set(names + more)) == 240
     assert RunDir(names[0]).prepare("new") == []
+
+
+# --- interruption leftovers -------------------------------------------------------------------
+
+RUNNING = textwrap.dedent("""
+    import sys
+    from midilstm.rundir import RunDir
+    run = RunDir(sys.argv[1])
+    with run.lock():
+        run.set_status("running")
+        print("running", flush=True)
+        sys.stdin.readline()
+""")
+
+
+def test_a_killed_runs_running_reads_interrupted_the_next_time_anyone_looks(run):
+    holder = python(RUNNING, run.path)
+    try:
+        assert holder.stdout.readline() == "running\n"
+        assert RunDir(run.path).manifest()["status"]["state"] == "running"  # alive, holding it
+    finally:
+        holder.kill()  # SIGKILL: its status stays "running" in the file
+        holder.wait(timeout=60)
+    assert json.loads((run / "manifest.json").read_text())["status"]["state"] == "running"
+    status = RunDir(run.path).manifest()["status"]
+    assert status["state"] == "interrupted" and f"pid {holder.pid}" in status["error"]
+    assert "\n" not in status["error"] and "killed" in status["error"]
+    with run.lock():
+        run.prepare("resume")  # the next run sets it right in the file too
+    assert json.loads((run / "manifest.json").read_text())["status"]["state"] == "interrupted"
+
+
+def test_a_dead_pid_means_interrupted_even_when_the_lock_cannot_be_read(run):
+    run.save_json("manifest.json", {"status": {"state": "running", "pid": 2 ** 22 + 12345}})
+    (run / ".midilstm.lock").symlink_to("/nonexistent")
+    assert run.manifest()["status"]["state"] == "interrupted"
+    (run / ".midilstm.lock").unlink()
+    run.set_status("running")  # this process: alive, whether it holds the lock or not
+    assert run.manifest()["status"]["state"] == "running"
+
+
+def test_partial_checkpoints_and_temporaries_are_cleaned_by_the_next_run(run):
+    (run / ".model.pt.partial").write_bytes(b"half a checkpoint")  # training was killed
+    (run / ".history.json.123.abcdef12.tmp").write_text("{")
+    (run / "notebooks").mkdir()
+    (run / "notebooks" / ".03_train.4242.abcdef12.tmp.ipynb").write_text("{")
+    (run / "notes.partial").write_text("not ours")
+    with run.lock():
+        run.prepare("resume")
+    left = sorted(str(p.relative_to(run.path)) for p in run.path.rglob("*") if p.is_file())
+    assert left == [".midilstm.lock", "notes.partial"]
