@@ -44,11 +44,11 @@ class NoteLSTM(EventModel):
         for i, n in enumerate(self.config.sizes):
             width = n if self.embeddings is None else self.config.embedding_dim
             block = weight[:, start:start + width]
-            vectors = torch.eye(n) if self.embeddings is None else self.embeddings[i].weight
+            vectors = torch.eye(n, device=weight.device) if self.embeddings is None else self.embeddings[i].weight
             tables.append(vectors @ block.T)
             start += width
         if self.config.sounding_input:
-            vectors = (torch.eye(self.config.sizes[0]) if self.sounding_embedding is None
+            vectors = (torch.eye(self.config.sizes[0], device=weight.device) if self.sounding_embedding is None
                        else self.sounding_embedding.weight.T)
             width = vectors.shape[1]
             tables.append(vectors @ weight[:, start:start + width].T)
