@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import glob
 import reprlib
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,7 +44,7 @@ from .errors import MidiInputError, ParameterError
 from .events import NOTE_DTYPE, events_to_notes, fold_pitches, notes_to_events, strike_again
 from .pairing import pair_notes
 from .params import check_fields
-from .smf import ReadLimits, load_file, scan_messages
+from .smf import ReadLimits, load_file, short_text, to_mido
 from .tempo import division_text, file_timing
 
 # Bump whenever the notes a file gives could change (caches of parsed files key on it).
@@ -178,11 +177,21 @@ class Parsed:
 
 def read_midi(path, selection: Selection = Selection(), *,
               limits: ReadLimits = ReadLimits()) -> Parsed:
-    """Read one MIDI file into events. Raises ``MidiInputError`` naming the file and reason."""
+    """Read one MIDI file into events. Raises ``MidiInputError`` naming the file and reason.
+
+    Time and memory are bounded by ``limits`` (``midilstm.smf``); running out of memory all the
+    same is a ``MidiInputError`` too."""
     path = Path(path)
+    try:
+        return _read_midi(path, selection, limits)
+    except MemoryError:
+        raise MidiInputError(path, "out of memory while reading the file (lower the limits "
+                                   "in ReadLimits, or free memory)") from None
+
+
+def _read_midi(path: Path, selection: Selection, limits: ReadLimits) -> Parsed:
     loaded = load_file(path, limits)
-    midi = loaded.midi
-    scan = scan_messages(path, midi, limits)
+    midi, scan = loaded.midi, loaded.scan
     seconds_of, tempo_changes, warnings = file_timing(path, midi, scan)
     raw_notes, fixed, orphan_offs = pair_notes(midi, scan, seconds_of, selection.sustain_pedal)
     report = ParseReport(
@@ -222,7 +231,9 @@ def read_midi_files(sources, selection: Selection = Selection(), *,
     """Read files, folders (all ``*.mid``/``*.midi`` inside, recursively) or glob patterns.
 
     Bad files are skipped, not fatal: returns ``(parsed_list, errors)`` where ``errors`` is a
-    list of ``MidiInputError``.
+    list of ``MidiInputError``, one a skipped file. A file that fails in any other way (a bug
+    of the reader) is skipped too, as ``MidiInputError`` "reader failed (...)": one file never
+    stops the others.
     """
     parsed, errors = [], []
     for path in expand_sources(sources):
@@ -230,16 +241,32 @@ def read_midi_files(sources, selection: Selection = Selection(), *,
             parsed.append(read_midi(path, selection, limits=limits))
         except MidiInputError as err:
             errors.append(err)
+        except Exception as err:  # noqa: BLE001  one file's failure must not stop the others
+            errors.append(reader_failed(path, err))
     return parsed, errors
+
+
+def reader_failed(path, err: BaseException) -> MidiInputError:
+    """The one-line ``MidiInputError`` for a file the reader failed on unexpectedly."""
+    try:
+        text = short_text(err)
+    except Exception:  # noqa: BLE001  an exception whose str() fails
+        text = ""
+    return MidiInputError(path, f"reader failed ({type(err).__name__}: {text[:300]}); please "
+                                f"report it")
 
 
 def open_midi(path, *, limits: ReadLimits = ReadLimits()) -> mido.MidiFile:
     """The ``mido.MidiFile`` that ``read_midi`` reads: RIFF unwrapped, unknown chunks skipped,
-    invalid key signatures neutralised. Raises ``MidiInputError`` for what it cannot read."""
+    invalid key signatures neutralised. Raises ``MidiInputError`` for what it cannot read
+    (the same checks and limits as ``read_midi``)."""
     path = Path(path)
     loaded = load_file(path, limits)
-    scan_messages(path, loaded.midi, limits)  # the same checks of delta times and note counts
-    return loaded.midi
+    try:
+        return to_mido(loaded)
+    except MemoryError:
+        raise MidiInputError(path, "out of memory while building the mido file (lower the "
+                                   "limits in ReadLimits, or free memory)") from None
 
 
 def expand_sources(sources) -> list[Path]:
@@ -297,13 +324,14 @@ def _apply_pitch_policy(notes, selection: Selection, dropped):
 # --- report helpers ---------------------------------------------------------------------------
 
 def _track_table(midi, table):
-    counts = Counter(table["track"].tolist()) if table else Counter()
-    rows = []
-    for i, track in enumerate(midi.tracks):
-        channels = sorted(set(table["channel"][table["track"] == i].tolist())) if table else []
-        rows.append({"index": i, "name": track.name.strip(), "notes": counts.get(i, 0),
-                     "channels": channels})
-    return rows
+    n = len(midi.tracks)
+    counts, channels = [0] * n, [[] for _ in range(n)]
+    if table:  # one pass over the notes, whatever the number of tracks
+        counts = np.bincount(table["track"], minlength=n).tolist()
+        for pair in np.unique(table["track"] * 16 + table["channel"]).tolist():
+            channels[pair // 16].append(pair % 16)
+    return [{"index": i, "name": track.name.strip(), "notes": counts[i], "channels": channels[i]}
+            for i, track in enumerate(midi.tracks)]
 
 
 def _channel_table(table):

@@ -1,16 +1,24 @@
-"""The bytes of a Standard MIDI File: from a path to a ``mido.MidiFile`` and one pass over it.
+"""The bytes of a Standard MIDI File: from a path to what the rest of reading needs, in one pass.
 
 * **Bytes.** Only regular files are read (a FIFO or a device is refused before reading), at most
   ``ReadLimits.max_bytes``. A RIFF wrapper (``.rmi``) is unwrapped. Chunks other than ``MTrk``
-  (e.g. Yamaha XF ``XFIH``) are skipped, as the standard asks, and counted. Key signatures mido
-  refuses are neutralised. mido decodes the track data itself (variable-length quantities,
-  running status); a delta time longer than the 4-byte maximum is refused.
-* **Limits.** Files over ``ReadLimits.max_bytes`` or with more than ``ReadLimits.max_notes``
-  note-ons are refused with one line; both limits are generous and adjustable.
+  (e.g. Yamaha XF ``XFIH``) are skipped, as the standard asks, and counted. The header's track
+  count is read unsigned (mido reads it signed: 32768 tracks would be none).
+* **Messages.** The tracks are decoded here, in one pass, into what the tempo map
+  (``midilstm.tempo``) and the pairing of notes (``midilstm.pairing``) need (``MessageScan``),
+  without building a Python object per message. The decoding is mido's (running status, which
+  every status byte but a meta's sets; sysex and meta lengths; what mido refuses is refused
+  here, as "corrupt MIDI data"), so ``open_midi``'s ``mido.MidiFile`` holds the same
+  messages, down to mido's quirks (a meta of unknown type gets no delta time). Key signatures
+  mido refuses are neutralised. A delta time over the standard's 4-byte maximum is refused as
+  soon as it is seen, so a long run of continuation bytes costs no more than any other bytes.
+* **Limits.** Files over ``ReadLimits.max_bytes``, with more than ``ReadLimits.max_messages``
+  messages or more than ``ReadLimits.max_notes`` note-ons are refused with one line. Reading
+  stops at the first message over the limit, so time and memory are bounded per file (see
+  ``ReadLimits`` for what the defaults cost at worst).
 
-``load_file`` gives the repaired file, its hash and what was repaired or skipped;
-``scan_messages`` gathers, in one pass, what the tempo map (``midilstm.tempo``) and the pairing
-of notes (``midilstm.pairing``) need from the messages.
+``load_file`` gives the file's header, its hash, what was repaired or skipped and the scan of
+its messages; ``to_mido`` gives the same file as a ``mido.MidiFile`` (``parse.open_midi``).
 """
 from __future__ import annotations
 
@@ -20,50 +28,98 @@ import os
 import re
 import stat
 import struct
+from array import array
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mido
 import numpy as np
-from mido.midifiles.meta import KeySignatureError
+from mido.midifiles.meta import _META_SPECS, _key_signature_decode, build_meta_message, \
+    meta_charset
+from mido.midifiles.midifiles import read_track
 
 from .errors import MidiInputError
 
 MAX_DELTA_TICKS = 0x0FFFFFFF  # the largest variable-length quantity of 4 bytes (the standard's)
+MAX_DATA_LENGTH = 1_000_000  # the longest sysex or meta mido reads (its MAX_MESSAGE_LENGTH)
 
 
 @dataclass(frozen=True)
 class ReadLimits:
-    """What ``read_midi`` refuses to read, so one file cannot exhaust memory.
+    """What ``read_midi`` refuses to read, so one file cannot exhaust time or memory.
 
-    The defaults are far above real music (a large orchestral file is ~1 MB and ~100k notes):
-    reading 5 million notes takes minutes and a few GB, mostly inside mido.
+    Each is checked before the work it bounds; decoding stops at the first message over
+    ``max_messages``. Measured on crafted worst cases (bench/README.md, "The reader against
+    hostile files"), a file just under the defaults takes ``read_midi`` at most ~4 s and
+    ~550 MB (1M tempo changes), and ``open_midi``, which builds a mido object per message,
+    ~12 s and ~400 MB; the defaults are still far above real music (a large orchestral file is
+    ~1 MB, ~300k messages and ~100k notes).
     """
 
-    max_bytes: int = 64 * 2**20
-    max_notes: int = 5_000_000
+    max_bytes: int = 16 * 2**20
+    max_notes: int = 500_000
+    max_messages: int = 1_000_000
 
 
-# --- bytes to a mido file ---------------------------------------------------------------------
+def short_text(text, digits: int = 24) -> str:
+    """``text`` with every number longer than ``digits`` digits cut to its first digits and
+    its length (error lines stay short whatever the file holds)."""
+    return re.sub(r"\d{%d,}" % (digits + 1),
+                  lambda m: f"{m.group()[:12]}...({len(m.group())} digits)", str(text))
+
+
+# --- bytes to chunks --------------------------------------------------------------------------
+
+@dataclass
+class TrackInfo:
+    """One track as the report needs it: its name (the first ``track_name`` meta, as mido)."""
+
+    name: str = ""
+
+
+@dataclass
+class SmfFile:
+    """The header of a file and its tracks' names: what reading needs besides the messages
+    (``type`` as written, 0-2 in a standard file; ``ticks_per_beat`` negative for SMPTE, as
+    mido gives it)."""
+
+    type: int
+    ticks_per_beat: int
+    tracks: list
+
 
 @dataclass
 class LoadedFile:
-    """A file as read: the repaired ``mido.MidiFile``, the SHA-256 of the file's own bytes, the
-    repairs it needed (in words) and the chunks skipped (type -> count)."""
+    """A file as read: its header and track names, the SHA-256 of the file's own bytes, the
+    repairs it needed (in words), the chunks skipped (type -> count), the scan of its messages
+    and its ``MTrk`` chunks (for ``to_mido``)."""
 
-    midi: mido.MidiFile
+    midi: SmfFile
     sha256: str
     repairs: list
     skipped: dict
+    scan: MessageScan
+    chunks: list = field(repr=False, default_factory=list)
+    key_patches: list = field(repr=False, default_factory=list)  # (chunk, offset of 0x59)
 
 
 def load_file(path: Path, limits: ReadLimits) -> LoadedFile:
-    """Read, unwrap, clean and open one file; ``MidiInputError`` for what cannot be read."""
+    """Read, unwrap, clean and decode one file; ``MidiInputError`` for what cannot be read."""
     data = _standard_file(path, read_file_bytes(path, limits.max_bytes))
-    clean, repairs, skipped = _standard_chunks(path, data)
-    midi, key_repairs = _open_mido(path, clean)
-    return LoadedFile(midi, hashlib.sha256(data).hexdigest(), repairs + key_repairs, skipped)
+    midi_type, tpb, chunks, repairs, skipped = _standard_chunks(path, data)
+    if tpb == 0:
+        raise MidiInputError(path, "corrupt header: time division is 0 ticks per beat")
+    try:
+        scan, names, key_patches = _decode(path, chunks, limits)
+    except MemoryError:
+        raise MidiInputError(path, "out of memory while decoding its messages (lower "
+                                   "ReadLimits.max_messages or free memory)") from None
+    if key_patches:
+        repairs = repairs + [f"ignored {len(key_patches)} invalid key signature(s)"]
+    return LoadedFile(SmfFile(midi_type, tpb, [TrackInfo(n) for n in names]),
+                      hashlib.sha256(data).hexdigest(), repairs, skipped, scan, chunks,
+                      key_patches)
 
 
 def read_file_bytes(path: Path, max_bytes: int = ReadLimits().max_bytes) -> bytes:
@@ -106,13 +162,13 @@ def _too_big(size: int, max_bytes: int) -> str:
             f"pass limits=ReadLimits(max_bytes=...) to read it)")
 
 
-def _standard_chunks(path: Path, data: bytes) -> tuple[bytes, list, dict]:
-    """The file rebuilt from its header and ``MTrk`` chunks only, the repairs it needed and the
-    other chunks skipped (type -> count). Checks the header's track count against the file."""
+def _standard_chunks(path: Path, data: bytes) -> tuple[int, int, list, list, dict]:
+    """The header's type and division, the ``MTrk`` chunks (header included), the repairs the
+    file needed and the other chunks skipped (type -> count). Checks the header's track count
+    (unsigned: up to 65535) against the file."""
     if len(data) < 14:
         raise MidiInputError(path, "truncated: the file ends inside its header")
-    header_size, midi_type, ntrks = struct.unpack(">IHH", data[4:12])
-    division = data[12:14]
+    header_size, midi_type, ntrks, tpb = struct.unpack(">IHHh", data[4:14])
     if header_size < 6:
         raise MidiInputError(path, f"corrupt header: length {header_size}, expected 6")
     if ntrks == 0:
@@ -135,50 +191,10 @@ def _standard_chunks(path: Path, data: bytes) -> tuple[bytes, list, dict]:
     if len(tracks) < ntrks:
         raise MidiInputError(path, f"the header claims {ntrks} tracks but the file holds "
                                    f"{len(tracks)} (truncated or corrupt header)")
-    header = b"MThd" + struct.pack(">IHH", 6, midi_type, ntrks) + division
-    return header + b"".join(tracks), repairs, dict(skipped)
+    return midi_type, tpb, tracks, repairs, dict(skipped)
 
 
-def _open_mido(path: Path, data: bytes) -> tuple[mido.MidiFile, list]:
-    """The parsed file and the list of repairs it needed."""
-    try:
-        return _parse_bytes(path, data), []
-    except KeySignatureError:
-        # Some sequencers write key signatures mido refuses (e.g. 9 sharps). The key plays no
-        # part here, so such events are turned into harmless sequencer-specific metas.
-        patched, count = _neutralise_key_signatures(data)
-        try:
-            return _parse_bytes(path, patched), [f"ignored {count} invalid key signature(s)"]
-        except KeySignatureError as err:
-            raise MidiInputError(path, f"corrupt MIDI data ({err})") from None
-
-
-def _neutralise_key_signatures(data: bytes) -> tuple[bytes, int]:
-    patched, count = bytearray(data), 0
-    for match in re.finditer(rb"\xff\x59\x02(.)(.)", data, flags=re.DOTALL):
-        sharps, mode = int.from_bytes(match.group(1), "big", signed=True), match.group(2)[0]
-        if not (-7 <= sharps <= 7 and mode in (0, 1)):
-            patched[match.start() + 1] = 0x7F  # meta type 0x59 (key) -> 0x7f (sequencer specific)
-            count += 1
-    return bytes(patched), count
-
-
-def _parse_bytes(path: Path, data: bytes) -> mido.MidiFile:
-    try:
-        midi = mido.MidiFile(file=io.BytesIO(data))
-    except KeySignatureError:
-        raise
-    except EOFError:
-        raise MidiInputError(path, "truncated: the file ends inside a header or track") from None
-    except (OSError, ValueError, KeyError, IndexError, TypeError, struct.error,
-            OverflowError, MemoryError, UnicodeError) as err:
-        raise MidiInputError(path, f"corrupt MIDI data ({err})") from None
-    if midi.ticks_per_beat == 0:
-        raise MidiInputError(path, "corrupt header: time division is 0 ticks per beat")
-    return midi
-
-
-# --- one pass over the messages ---------------------------------------------------------------
+# --- the messages, in one pass ----------------------------------------------------------------
 
 @dataclass
 class MessageScan:
@@ -194,42 +210,224 @@ class MessageScan:
     pedals: list  # (tick, track, order, channel, down)
     ignored: Counter  # channel messages that carry no notes
     end_ticks: np.ndarray  # last tick of each track
+    n_messages: int = 0
 
 
-def scan_messages(path: Path, midi: mido.MidiFile, limits: ReadLimits) -> MessageScan:
-    """Every message once, in file order; refuses over-long delta times and too many notes."""
-    ticks, tracks, channels, pitches, velocities = [], [], [], [], []
+_CHANNEL_KINDS = {0x80: "note_off", 0x90: "note_on", 0xA0: "polytouch", 0xB0: "control_change",
+                  0xC0: "program_change", 0xD0: "aftertouch", 0xE0: "pitchwheel"}
+_SYSTEM = {0xF1: ("quarter_frame", 2), 0xF2: ("songpos", 3), 0xF3: ("song_select", 2),
+           0xF6: ("tune_request", 1), 0xF8: ("clock", 1), 0xFA: ("start", 1),
+           0xFB: ("continue", 1), 0xFC: ("stop", 1), 0xFE: ("active_sensing", 1)}
+_TEXT_METAS = frozenset(range(0x01, 0x0A)) | {0x2F, 0x7F}  # mido decodes them whatever they hold
+# the other metas mido knows may fail to decode (too short): decoded by mido, as it would
+_CHECKED_METAS = frozenset(t for t in _META_SPECS if isinstance(t, int)) - _TEXT_METAS \
+    - {0x51, 0x59}
+
+
+class _Corrupt(Exception):
+    """A message mido would refuse: becomes "corrupt MIDI data (...)" naming track and message."""
+
+
+def _decode(path: Path, chunks: list, limits: ReadLimits):
+    """Every message of every track once, in file order (see ``_decode_track``): the scan, the
+    tracks' names and where the key signatures mido refuses are."""
+    note_tick, note_what = array("q"), array("q")  # tick; track, channel, pitch, velocity
     tempos, programs, pedals, ignored, end_ticks = [], [], [], Counter(), []
-    for t, track in enumerate(midi.tracks):
-        tick = 0
-        for order, msg in enumerate(track):
-            delta = msg.time
-            if delta > MAX_DELTA_TICKS:
-                raise MidiInputError(path, f"corrupt delta time {delta} in track {t}, message "
-                                           f"{order}: longer than the 4-byte maximum")
-            tick += delta
-            kind = msg.type
-            if kind == "note_on" or kind == "note_off":
-                ticks.append(tick)
-                tracks.append(t)
-                channels.append(msg.channel)
-                pitches.append(msg.note)
-                velocities.append(msg.velocity if kind == "note_on" else 0)
-            elif kind == "set_tempo":
-                tempos.append((tick, t, msg.tempo))
-            elif kind == "program_change":
-                programs.append((tick, t, order, msg.channel, msg.program))
-            elif not msg.is_meta:
-                ignored[kind] += 1
-                if kind == "control_change" and msg.control == 64:
-                    pedals.append((tick, t, order, msg.channel, msg.value >= 64))
+    names, key_patches = [], []
+    budget = limits.max_messages
+    for t, chunk in enumerate(chunks):
+        try:
+            tick, count, name = _decode_track(
+                chunk, t, budget, note_tick, note_what, tempos, programs, pedals, ignored,
+                key_patches)
+        except _Corrupt as err:
+            raise MidiInputError(path, f"corrupt MIDI data ({err})") from None
+        if count > budget:
+            raise MidiInputError(path, f"too many messages (over {limits.max_messages:,} by "
+                                       f"track {t}; the limit is {limits.max_messages:,}: pass "
+                                       f"limits=ReadLimits(max_messages=...) to read it)")
+        budget -= count
         end_ticks.append(tick)
-    n_ons = sum(v > 0 for v in velocities)
+        names.append(name)
+        # note-ons so far: checked per track, so a file of notes stops early too
+        if len(note_what) > limits.max_notes and t + 1 < len(chunks):
+            n_ons = _note_ons(note_what)
+            if n_ons > limits.max_notes:
+                raise MidiInputError(path, f"too many notes ({n_ons:,} by track {t}; the "
+                                           f"limit is {limits.max_notes:,}: pass "
+                                           f"limits=ReadLimits(max_notes=...) to read it)")
+    what = np.frombuffer(note_what, np.int64) if len(note_what) else np.zeros(0, np.int64)
+    n_ons = int(np.count_nonzero(what & 0x7F))
     if n_ons > limits.max_notes:
         raise MidiInputError(path, f"too many notes ({n_ons:,}; the limit is {limits.max_notes:,}:"
                                    f" pass limits=ReadLimits(max_notes=...) to read it)")
-    return MessageScan(np.array(ticks, np.int64), np.array(tracks, np.int64),
-                 np.array(channels, np.int64), np.array(pitches, np.int64),
-                 np.array(velocities, np.int64), tempos, programs, pedals, ignored,
-                 np.array(end_ticks, np.int64))
+    scan = MessageScan(np.array(note_tick, np.int64), what >> 18, (what >> 14) & 0x0F,
+                       (what >> 7) & 0x7F, what & 0x7F, tempos, programs, pedals, ignored,
+                       np.array(end_ticks, np.int64), limits.max_messages - budget)
+    return scan, names, key_patches
 
+
+def _note_ons(note_what) -> int:
+    what = np.frombuffer(note_what, np.int64)
+    return int(np.count_nonzero(what & 0x7F))
+
+
+def _decode_track(chunk, t, budget, note_tick, note_what, tempos, programs, pedals, ignored,
+                  key_patches):
+    """One ``MTrk`` chunk (header included): its last tick, its message count (stopping once
+    over ``budget``) and its name; appends what it finds to the rest. Decodes as mido's
+    ``read_track`` does, without making a message object."""
+    end = len(chunk)
+    pos, status, tick, order, name = 8, None, 0, 0, None
+    tick_append, what_append, track_bits = note_tick.append, note_what.append, t << 18
+    while pos < end:
+        if order >= budget:
+            return tick, order + 1, name or ""
+        delta = chunk[pos]  # the delta time
+        pos += 1
+        if delta >= 0x80:
+            byte, delta = delta, delta & 0x7F
+            while byte >= 0x80:
+                if pos >= end:
+                    raise _Corrupt(f"track {t} ends inside the delta time of message {order}")
+                byte = chunk[pos]
+                pos += 1
+                delta = (delta << 7) | (byte & 0x7F)
+                if delta > MAX_DELTA_TICKS:
+                    raise _Corrupt(f"delta time of message {order} in track {t} is longer than "
+                                   f"the 4-byte maximum (corrupt delta time)")
+        tick += delta
+        if pos >= end:
+            raise _Corrupt(f"track {t} ends after the delta time of message {order}")
+        kind = chunk[pos]
+        running = kind < 0x80
+        if running:  # running status: this byte is the first data byte
+            if status is None:
+                raise _Corrupt(f"running status without a status byte (track {t}, message "
+                               f"{order})")
+            kind = status
+            if kind == 0xF0 or kind == 0xF7:
+                pos += 1  # mido drops the byte and reads the length after it
+        else:
+            pos += 1
+            if kind != 0xFF:  # every status byte but a meta's sets the running status (as mido)
+                status = kind
+        if kind < 0xF0:  # a channel message: 2 data bytes, 1 for program and channel pressure
+            high = kind & 0xF0
+            if high == 0xC0 or high == 0xD0:
+                if pos >= end:
+                    raise _Corrupt(f"track {t} ends inside message {order}")
+                a = chunk[pos]
+                pos += 1
+                if a > 127:
+                    raise _Corrupt(f"data byte must be in range 0..127 (track {t}, message "
+                                   f"{order})")
+                if high == 0xC0:
+                    programs.append((tick, t, order, kind & 0x0F, a))
+                else:
+                    ignored["aftertouch"] += 1
+            else:
+                if pos + 2 > end:
+                    raise _Corrupt(f"track {t} ends inside message {order}")
+                a, b = chunk[pos], chunk[pos + 1]
+                pos += 2
+                if a > 127 or b > 127:
+                    raise _Corrupt(f"data byte must be in range 0..127 (track {t}, message "
+                                   f"{order})")
+                if high == 0x90 or high == 0x80:
+                    tick_append(tick)
+                    what_append(track_bits | (kind & 0x0F) << 14 | a << 7
+                                | (b if high == 0x90 else 0))
+                elif high == 0xB0:
+                    ignored["control_change"] += 1
+                    if a == 64:
+                        pedals.append((tick, t, order, kind & 0x0F, b >= 64))
+                else:
+                    ignored[_CHANNEL_KINDS[high]] += 1
+        elif kind == 0xFF or kind == 0xF0 or kind == 0xF7:
+            if kind == 0xFF:
+                if pos >= end:
+                    raise _Corrupt(f"track {t} ends inside meta message {order}")
+                meta_at, meta = pos, chunk[pos]
+                pos += 1
+            length, byte = 0, 0x80
+            while byte >= 0x80:
+                if pos >= end:
+                    raise _Corrupt(f"track {t} ends inside the length of message {order}")
+                byte = chunk[pos]
+                pos += 1
+                length = (length << 7) | (byte & 0x7F)
+                if length > MAX_DATA_LENGTH:
+                    raise _Corrupt(f"message {order} of track {t} is longer than "
+                                   f"{MAX_DATA_LENGTH:,} bytes, the most mido reads")
+            if pos + length > end:
+                raise _Corrupt(f"message {order} of track {t} claims {length:,} bytes; its "
+                               f"track has {end - pos:,} left")
+            start, pos = pos, pos + length
+            if kind != 0xFF:
+                data = chunk[start + (chunk[start] == 0xF0 if length else 0):
+                             pos - (chunk[pos - 1] == 0xF7 if length else 0)]
+                if data and max(data) > 127:
+                    raise _Corrupt(f"data byte must be in range 0..127 (sysex, track {t}, "
+                                   f"message {order})")
+                ignored["sysex"] += 1
+            elif meta == 0x51:
+                if length < 3:
+                    raise _Corrupt(f"set_tempo with {length} data bytes (track {t}, message "
+                                   f"{order})")
+                tempos.append((tick, t, (chunk[start] << 16) | (chunk[start + 1] << 8)
+                               | chunk[start + 2]))
+            elif meta == 0x03:
+                if name is None:
+                    name = chunk[start:pos].decode("latin1")
+            elif meta == 0x59:
+                if length < 2:
+                    raise _Corrupt(f"key_signature with {length} data bytes (track {t}, message "
+                                   f"{order})")
+                key = chunk[start] - 256 if chunk[start] > 127 else chunk[start]
+                if (key, chunk[start + 1]) not in _key_signature_decode:
+                    key_patches.append((t, meta_at))
+            elif meta not in _META_SPECS:
+                tick -= delta  # as mido, which gives a meta of unknown type no delta time
+            elif meta in _CHECKED_METAS:
+                try:  # what mido refuses to decode (e.g. a time signature of 2 bytes)
+                    build_meta_message(meta, chunk[start:pos])
+                except Exception as err:  # noqa: BLE001  mido's own refusal, in its words
+                    raise _Corrupt(f"{_META_SPECS[meta].type} of {length} bytes: "
+                                   f"{type(err).__name__} {err} (track {t}, message "
+                                   f"{order})") from None
+        else:  # system common and real-time messages, as mido reads them
+            spec = _SYSTEM.get(kind)
+            if spec is None:
+                raise _Corrupt(f"undefined status byte 0x{kind:02x} (track {t}, message {order})")
+            size = spec[1] - 1
+            if size == 0 and running:  # running status gave it a data byte
+                raise _Corrupt(f"{spec[0]} takes no data byte (track {t}, message {order})")
+            if pos + size > end:
+                raise _Corrupt(f"track {t} ends inside message {order}")
+            if size and max(chunk[pos:pos + size]) > 127:
+                raise _Corrupt(f"data byte must be in range 0..127 (track {t}, message "
+                               f"{order})")
+            pos += size
+            ignored[spec[0]] += 1
+        order += 1
+    return tick, order, name or ""
+
+
+def to_mido(loaded: LoadedFile) -> mido.MidiFile:
+    """The file as a ``mido.MidiFile``: its ``MTrk`` chunks read by mido's own track reader,
+    key signatures mido refuses turned into sequencer-specific metas. ``load_file`` has
+    refused whatever mido would refuse, within the limits."""
+    midi = mido.MidiFile(type=1, ticks_per_beat=loaded.midi.ticks_per_beat)
+    midi.type = loaded.midi.type  # as written (mido keeps a header's type unchecked too)
+    patches = {}
+    for t, at in loaded.key_patches:
+        patches.setdefault(t, []).append(at)
+    with meta_charset("latin1"):
+        for t, chunk in enumerate(loaded.chunks):
+            if t in patches:
+                chunk = bytearray(chunk)
+                for at in patches[t]:
+                    chunk[at] = 0x7F  # meta type 0x59 (key) -> 0x7f (sequencer specific)
+            midi.tracks.append(read_track(io.BytesIO(bytes(chunk))))
+    return midi

@@ -29,7 +29,11 @@ def file_timing(path, midi, scan: MessageScan):
         return lambda ticks, track=None: np.asarray(ticks) * seconds_per_tick, [], []
     warnings = _tempo_warnings(path, scan.tempos)
     if midi.type == 2:  # each track is its own sequence with its own tempo map
-        maps = [_tempo_map([tt for tt in scan.tempos if tt[1] == t], tpb)
+        per_track = {}
+        for tt in scan.tempos:
+            per_track.setdefault(tt[1], []).append(tt)
+        default = _tempo_map([], tpb)  # the tracks without a tempo of their own share one map
+        maps = [_tempo_map(per_track[t], tpb) if t in per_track else default
                 for t in range(len(midi.tracks))]
         offsets = np.cumsum([0.0] + [m[0](e)[()] for m, e in zip(maps, scan.end_ticks)])
 
@@ -47,32 +51,38 @@ def file_timing(path, midi, scan: MessageScan):
 
 def _tempo_warnings(path, tempos) -> list:
     """Tempo 0 is not legal (refused); tempos outside MIN_BPM..MAX_BPM are legal but odd."""
-    warnings = []
-    for tick, track, tempo in tempos:
-        if tempo == 0:
-            raise MidiInputError(path, f"illegal tempo 0 us per beat at tick {tick} of track "
-                                       f"{track}")
-        bpm = MICROSECONDS_PER_MINUTE / tempo
-        if not MIN_BPM <= bpm <= MAX_BPM:
-            warnings.append(f"extreme tempo {tempo} us per beat ({bpm:.4g} bpm) at tick {tick} "
-                            f"of track {track}; read as written")
-    if len(warnings) > 3:
-        warnings = warnings[:3] + [f"... {len(warnings) - 3} more extreme tempos"]
+    if not tempos:
+        return []
+    us = np.fromiter((tempo for _, _, tempo in tempos), np.float64, len(tempos))
+    zero = np.flatnonzero(us == 0)
+    if len(zero):
+        tick, track, _ = tempos[zero[0]]
+        raise MidiInputError(path, f"illegal tempo 0 us per beat at tick {tick} of track "
+                                   f"{track}")
+    bpm = MICROSECONDS_PER_MINUTE / us
+    odd = np.flatnonzero((bpm < MIN_BPM) | (bpm > MAX_BPM))
+    warnings = [f"extreme tempo {tempos[i][2]} us per beat ({bpm[i]:.4g} bpm) at tick "
+                f"{tempos[i][0]} of track {tempos[i][1]}; read as written"
+                for i in odd[:3].tolist()]
+    if len(odd) > 3:
+        warnings.append(f"... {len(odd) - 3} more extreme tempos")
     return warnings
 
 
 def _tempo_map(tempos, tpb):
     """Piecewise-linear ticks -> seconds from ``tempos`` [(tick, track, us per beat)]."""
-    tempos = sorted(tempos, key=lambda tt: tt[0])  # stable: at equal ticks the later one wins
-    change_ticks, tempos_us = [0], [DEFAULT_TEMPO_US]
-    for tick, _, tempo in tempos:
-        if tick == change_ticks[-1]:
-            tempos_us[-1] = tempo
-        else:
-            change_ticks.append(tick)
-            tempos_us.append(tempo)
-    change_ticks = np.array(change_ticks, np.int64)
-    seconds_per_tick = np.array(tempos_us, np.float64) / 1e6 / tpb
+    ticks = np.fromiter((tt[0] for tt in tempos), np.int64, len(tempos))
+    values = np.fromiter((tt[2] for tt in tempos), np.int64, len(tempos))
+    order = np.argsort(ticks, kind="stable")  # stable: at equal ticks the later one wins
+    ticks, values = ticks[order], values[order]
+    last = np.r_[ticks[1:] != ticks[:-1], True] if len(ticks) else np.zeros(0, bool)
+    ticks, values = ticks[last], values[last]
+    if len(ticks) and ticks[0] == 0:
+        change_ticks, tempos_us = ticks, values
+    else:
+        change_ticks = np.r_[np.int64(0), ticks]
+        tempos_us = np.r_[np.int64(DEFAULT_TEMPO_US), values]
+    seconds_per_tick = tempos_us.astype(np.float64) / 1e6 / tpb
     change_seconds = np.concatenate([[0.0],
                                      np.cumsum(np.diff(change_ticks) * seconds_per_tick[:-1])])
 
@@ -81,9 +91,11 @@ def _tempo_map(tempos, tpb):
         i = np.searchsorted(change_ticks, ticks, side="right") - 1
         return change_seconds[i] + (ticks - change_ticks[i]) * seconds_per_tick[i]
 
-    changes = [{"time_s": round(float(s), 6), "bpm": round(MICROSECONDS_PER_MINUTE / t, 3)}
-               for s, t, tick in zip(change_seconds, tempos_us, change_ticks)
-               if tick > 0 or tempos]
+    if not tempos:  # the standard's 120 bpm throughout: no change to list
+        return to_seconds, []
+    bpm_of = {t: round(MICROSECONDS_PER_MINUTE / t, 3) for t in np.unique(tempos_us).tolist()}
+    changes = [{"time_s": round(s, 6), "bpm": bpm_of[t]}
+               for s, t in zip(change_seconds.tolist(), tempos_us.tolist())]
     return to_seconds, changes
 
 

@@ -248,3 +248,45 @@ def test_bundled_music_events_decode_to_exactly_the_notes(path):
         assert decoded.tolist() == parsed.notes.tolist()  # exact: same floats, same order
         assert fixes == {"orphan_offs": 0, "closed_at_end": 0}
         assert parsed.report.kept_notes == len(parsed.notes)
+
+
+# --- a folder read goes on past any file's failure (issue 18) -------------------------------
+
+def test_a_folder_read_goes_on_past_any_files_failure(tmp_path, build_midi, monkeypatch):
+    from midilstm import parse
+
+    folder = tmp_path / "songs"
+    folder.mkdir()
+    header = b"MThd" + (6).to_bytes(4, "big") + bytes([0, 1]) + (40000).to_bytes(2, "big") + \
+        (480).to_bytes(2, "big")
+    end = b"MTrk\x00\x00\x00\x04\x00\xff\x2f\x00"
+    (folder / "a_tracks.mid").write_bytes(header + end * 40000)  # 40,000 tracks, no note
+    delta = b"\x81" * 2100 + b"\x00\x90\x3c\x40"
+    (folder / "b_delta.mid").write_bytes(
+        header[:10] + (1).to_bytes(2, "big") + header[12:]
+        + b"MTrk" + len(delta).to_bytes(4, "big") + delta)
+    for pitch, name in ((60, "c_good"), (61, "e_bug"), (62, "f_memory"), (63, "g_good")):
+        build_midi(folder, name=f"{name}.mid", tracks=[[on(pitch, 80), off(pitch, t=480)]])
+    real = parse.pair_notes
+
+    def pairing(midi, scan, seconds_of, sustain_pedal=False):  # a reader bug, for two files
+        pitch = scan.note_pitch[0] if len(scan.note_pitch) else None
+        if pitch == 61:
+            raise KeyError("x" * 50 + "7" * 4200)  # a 4,200-digit number in the error
+        if pitch == 62:
+            raise MemoryError()
+        return real(midi, scan, seconds_of, sustain_pedal)
+
+    monkeypatch.setattr(parse, "pair_notes", pairing)
+    parsed, errors = read_midi_files(folder)
+    assert [Path(p.report.path).name for p in parsed] == ["c_good.mid", "g_good.mid"]
+    assert [Path(e.path).name for e in errors] == ["a_tracks.mid", "b_delta.mid", "e_bug.mid",
+                                                   "f_memory.mid"]
+    reasons = [e.reason for e in errors]
+    assert reasons[0] == "no note events in the file"
+    assert "corrupt delta time" in reasons[1]
+    assert reasons[2].startswith("reader failed (KeyError: ") and "(4200 digits)" in reasons[2]
+    assert reasons[3].startswith("out of memory while reading the file")
+    for err in errors:
+        assert isinstance(err, MidiInputError) and "\n" not in str(err)
+        assert str(err).startswith(err.path + ": ") and len(str(err)) < len(err.path) + 400
