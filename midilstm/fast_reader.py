@@ -298,7 +298,7 @@ def _chunks(data: bytes):
     while pos + 8 <= len(data):
         kind = data[pos:pos + 4]
         size = struct.unpack(">I", data[pos + 4:pos + 8])[0]
-        if not all(0x20 <= b <= 0x7E for b in kind):  # junk after the last chunk: ignored
+        if kind != b"MTrk" and not all(0x20 <= b <= 0x7E for b in kind):  # junk: ignored
             break
         if kind == b"MTrk" and len(bounds) < ntrks:
             if pos + 8 + size > len(data):
@@ -318,9 +318,11 @@ def _columns(score, keys: np.ndarray, dangling: np.ndarray, end_ticks: np.ndarra
     key with such a note-on its other way (``_pair_flush``) and closes what is left at the end
     of the track. So those keys' notes are ``pairing``'s, from their messages (``dangling``),
     and symusic's count for their tracks is less the note-ons it dropped."""
-    expected = {(t, c, p): n for t, c, p, n in keys.tolist()}
     replaced_keys, replaced = [], []
-    if len(dangling):
+    if not len(dangling):  # every note-on ended: symusic's notes are pairing's
+        wanted = keys.tolist()
+    else:
+        expected = {(t, c, p): n for t, c, p, n in keys.tolist()}
         by_key = {}
         for tick, t, c, pitch, velocity, program in dangling.tolist():
             by_key.setdefault((t, c, pitch), []).append((tick, velocity, program))
@@ -340,14 +342,13 @@ def _columns(score, keys: np.ndarray, dangling: np.ndarray, end_ticks: np.ndarra
             pairs += [(start, int(end_ticks[t]), velocity) for start, velocity in open_notes]
             replaced_keys.append((t * 16 + c) * 128 + pitch)
             replaced += [(start, stop, t, c, pitch, velocity) for start, stop, velocity in pairs]
-    wanted = [(key, n) for key, n in expected.items() if n > 0]  # in the scan's (symusic's) order
-    tracks = [t for t in score.tracks if t.note_num() > 0]
+        wanted = [(*key, n) for key, n in expected.items() if n > 0]  # scan order
+    tracks = [(t, n) for t in score.tracks if (n := t.note_num()) > 0]
     if len(tracks) != len(wanted):
         return None
     parts, owners = [], []
-    for track, ((t, channel, program), count) in zip(tracks, wanted):
-        if (track.program != program or track.is_drum != (channel == 9)
-                or track.note_num() != count):
+    for (track, n), (t, channel, program, count) in zip(tracks, wanted):
+        if n != count or track.program != program or track.is_drum != (channel == 9):
             return None
         parts.append(track.notes.numpy())
         owners.append((t, channel, count))
