@@ -25,10 +25,12 @@ Usage::
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import platform
 import re
 import stat
 import time
@@ -39,7 +41,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import parse, smf
+from . import cluster, parse, smf
 # CACHE_FORMAT, CacheError and default_cache_dir stay importable from here
 from .cache import CACHE_FORMAT, Cache, CacheError, default_cache_dir, selection_key  # noqa: F401
 from .errors import MidiInputError, ParameterError
@@ -116,7 +118,8 @@ def load_corpus(directory, mmap: bool = True) -> Corpus:
 
 def read_corpus(sources, selection: parse.Selection = parse.Selection(), *,
                 cache_dir="default", workers: int | None = None,
-                progress: bool = True, shared: bool | None = None) -> Corpus:
+                progress: bool = True, shared: bool | None = None,
+                scheduler: str | None = None) -> Corpus:
     """Read files, folders (recursively) or glob patterns into a ``Corpus``.
 
     ``cache_dir``: where each file's result is kept (``"default"``: ``default_cache_dir()``,
@@ -126,18 +129,23 @@ def read_corpus(sources, selection: parse.Selection = parse.Selection(), *,
     in this process). Files whose bytes are identical are read once: the first (in sorted
     order) becomes the piece, the others are listed in ``duplicates``. No single file stops
     the read, whatever goes wrong with it: it is listed in ``bad`` with a one-line reason.
+    ``scheduler``: a Dask scheduler's address (or scheduler file) whose workers parse the
+    files instead of local processes (``midilstm.cluster``; ``workers`` is then unused): they
+    read the files at the same paths, each checked against the bytes hashed here, and send
+    the events back; only this process writes the cache. The corpus is the same, byte for
+    byte, as a local read's.
     """
     paths = parse.expand_sources(sources)
     cache = None if cache_dir is None else Cache(
         default_cache_dir() if cache_dir == "default" else cache_dir, shared=shared)
     try:
-        return _read(paths, selection, cache, workers, progress)
+        return _read(paths, selection, cache, workers, progress, scheduler)
     finally:
         if cache is not None:
             cache.close()
 
 
-def _read(paths, selection, cache, workers, progress) -> Corpus:
+def _read(paths, selection, cache, workers, progress, scheduler=None) -> Corpus:
     version = _selection_key(selection)
     digests, bad = _content_digests(paths, cache)
     keys, first_of = {}, {}  # path -> cache key; key -> first path
@@ -151,7 +159,7 @@ def _read(paths, selection, cache, workers, progress) -> Corpus:
             keys[path] = key
     results = {key: cache.get(key) for key in first_of} if cache is not None else {}
     todo = [(str(path), key) for key, path in first_of.items() if results.get(key) is None]
-    fresh = _parse_all(todo, selection, cache, workers, progress)
+    fresh = _parse_all(todo, selection, cache, workers, progress, scheduler)
     results.update(fresh)
     names, pieces = [], []
     for path, key in keys.items():
@@ -254,35 +262,58 @@ def _index_entry_ok(entry) -> bool:
 
 # --- parsing in worker processes --------------------------------------------------------------
 
-def _parse_all(todo, selection, cache, workers, progress) -> dict:
+def _parse_all(todo, selection, cache, workers, progress, scheduler=None) -> dict:
     """``{key: events or reason}`` for every ``(path, key)`` of ``todo``. A chunk whose worker
     died (out of memory, killed) is read again one file per fresh worker, so the file that
-    killed it is the only one listed as failed."""
+    killed it is the only one listed as failed. With ``scheduler``, the cluster's workers
+    parse (``midilstm.cluster``) and this process stores their results in the cache."""
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     if workers < 1:
         raise ParameterError("workers", f"must be >= 1, not {workers}")
+    remote = scheduler is not None and bool(todo)
+    if remote:  # a worker's folder is not this one: it gets each file's absolute path
+        todo = [(os.path.abspath(path), key) for path, key in todo]
     chunks = [todo[i:i + CHUNK_FILES] for i in range(0, len(todo), CHUNK_FILES)]
-    results = {}
-    with tqdm(total=len(todo), desc="reading", unit="file", disable=not progress) as bar:
-        if workers == 1 or len(chunks) <= 1:
-            for chunk in chunks:
-                results.update(_parse_chunk(chunk, selection, cache))
-                bar.update(len(chunk))
-            return results
-        failed = []
-        with ProcessPoolExecutor(min(workers, len(chunks))) as pool:
-            futures = {pool.submit(_parse_chunk, chunk, selection, cache): chunk
-                       for chunk in chunks}
+    results, failed = {}, []
+    with contextlib.ExitStack() as pool_open:
+        pool = None
+        if remote or (workers > 1 and len(chunks) > 1):  # checked before the bar shows
+            pool = pool_open.enter_context(cluster.executor(
+                scheduler, 1 if remote else min(workers, len(chunks)),
+                same_files=[(todo[0][0], todo[0][1].split("-")[0])] if remote else ()))
+        with tqdm(total=len(todo), desc="reading", unit="file", disable=not progress) as bar:
+            if pool is None:
+                for chunk in chunks:
+                    results.update(_parse_chunk(chunk, selection, cache))
+                    bar.update(len(chunk))
+                return results
+            if remote:
+                futures = {pool.submit(_parse_remote, chunk, selection): chunk
+                           for chunk in chunks}
+            else:
+                futures = {pool.submit(_parse_chunk, chunk, selection, cache): chunk
+                           for chunk in chunks}
             for future in as_completed(futures):
                 try:
-                    results.update(future.result())
+                    done = future.result()
                 except Exception:  # noqa: BLE001  its worker died: each file again, alone
                     failed.extend(futures[future])
                     continue
+                results.update(_kept(done, cache) if remote else done)
                 bar.update(len(futures[future]))
-        for item in failed:
-            results.update(_parse_alone(item, selection, cache))
-            bar.update(1)
+            if remote:  # on the cluster: each file of a lost chunk alone, all at once
+                futures = {pool.submit(_parse_remote, [item], selection): item for item in failed}
+                for future in as_completed(futures):
+                    try:
+                        results.update(_kept(future.result(), cache))
+                    except Exception as err:  # noqa: BLE001  lost again: this file's fault
+                        results[futures[future][1]] = _died(err)
+                    bar.update(1)
+                failed = []
+            pool_open.close()  # locally: the pool's processes end before the fresh ones start
+            for item in failed:
+                results.update(_parse_alone(item, selection, cache))
+                bar.update(1)
     return results
 
 
@@ -292,29 +323,71 @@ def _parse_alone(item, selection, cache) -> dict:
         with ProcessPoolExecutor(1) as pool:
             return pool.submit(_parse_chunk, [item], selection, cache).result()
     except Exception as err:  # noqa: BLE001
-        return {key: f"reader failed (its worker process ended: {_failure(err)}); "
-                     "please report it"}
+        return {key: _died(err)}
+
+
+def _died(err) -> str:
+    return f"reader failed (its worker process ended: {_failure(err)}); please report it"
 
 
 def _parse_chunk(chunk, selection, cache) -> dict:
     """Parse files and store each result (events or the reason it failed) in the cache."""
     results = {}
     for path, key in chunk:
-        keep = cache is not None
-        try:
-            result = parse.read_midi(path, selection).events
-        except MidiInputError as err:
-            result = err.reason
-        except Exception as err:  # noqa: BLE001  a reader bug must not end a run of 100,000 files
-            result = f"reader failed ({_failure(err)}); please report it"
-            keep = False  # not cached: a fixed reader will try again
-        if keep:
+        result, keep, _ = _parse_one(path, selection)
+        if keep and cache is not None:
             try:
                 cache.put(key, result)  # a failed write only means reading it again next time
             except Exception:  # noqa: BLE001
                 pass
         results[key] = result
     return results
+
+
+def _parse_one(path, selection) -> tuple:
+    """``(events or reason, whether a cache may keep it, sha256 of the bytes read or None)``."""
+    try:
+        parsed = parse.read_midi(path, selection)
+        return parsed.events, True, getattr(getattr(parsed, "report", None), "sha256", None)
+    except MidiInputError as err:
+        return err.reason, True, None
+    except Exception as err:  # noqa: BLE001  a reader bug must not end a run of 100,000 files
+        return f"reader failed ({_failure(err)}); please report it", False, None  # a fixed
+        # reader will try again: not cached
+
+
+def _parse_remote(chunk, selection) -> dict:
+    """On a cluster worker: ``{key: (events or reason, keep)}``, for the caller to cache. A
+    file whose bytes here are not those the caller hashed (the key's sha256) is not read:
+    its reason says so, and it is not kept."""
+    results = {}
+    for path, key in chunk:
+        digest = key.split("-")[0]
+        result, keep, seen = _parse_one(path, selection)
+        if keep and seen is None:  # refused by the reader: were these the caller's bytes?
+            try:
+                seen = hashlib.sha256(smf.read_file_bytes(path)).hexdigest()
+            except Exception as err:  # noqa: BLE001
+                seen = f"it cannot read it here ({_failure(err)})"
+        if keep and seen != digest:
+            result, keep = (f"not read: a cluster worker ({platform.node()}) does not see the "
+                            "bytes hashed here; the files must be on a file system every "
+                            "worker sees at the same path"), False
+        results[key] = (result, keep)
+    return results
+
+
+def _kept(results, cache) -> dict:
+    """A worker's ``{key: (result, keep)}`` as ``{key: result}``, storing what may be kept."""
+    out = {}
+    for key, (result, keep) in results.items():
+        if keep and cache is not None:
+            try:
+                cache.put(key, result)
+            except Exception:  # noqa: BLE001
+                pass
+        out[key] = result
+    return out
 
 
 def _failure(err: BaseException, limit: int = 300) -> str:
