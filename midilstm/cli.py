@@ -302,7 +302,9 @@ def _refresh(args) -> int:
 
 def _student_edition(args) -> int:
     from .exercises import write_student_edition
+    from .failures import check_writable
 
+    check_writable(args.out, "the folder for the notebooks")  # refused before any is written
     for path in write_student_edition(args.out):
         print(path)
     return 0

@@ -11,7 +11,7 @@ import numpy as np
 import papermill
 import pytest
 
-from midilstm import files, params, runs, sweeps
+from midilstm import files, params, rundir, runs, sweeps
 from midilstm.cli import main
 from midilstm.errors import RunDirError
 from midilstm.events import make_events
@@ -168,7 +168,7 @@ def test_the_executed_notebook_is_written_into_place_from_a_file_we_made(a_run):
 
 # --- the run's own files, and containment ------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["manifest.json", "metrics.json", "events.npz", "model.pt"])
+@pytest.mark.parametrize("name", rundir.OUR_FILES)
 def test_a_symlinked_file_of_ours_is_never_written_through(a_run, victim, name):
     before = fingerprint(victim)
     (a_run / name).unlink(missing_ok=True)

@@ -249,3 +249,9 @@ def test_os_errors_read_plainly():
         "/d/f: the disk is full: free some space, or write elsewhere"
     assert failures.one_line(PermissionError(errno.EACCES, "Permission denied", "/x")) == \
         "PermissionError: /x: permission denied: choose a folder you may write to"
+
+
+def test_student_edition_out_we_may_not_write(tmp_path, monkeypatch, capsys):
+    deny_writes(monkeypatch, tmp_path / "ed")
+    err = one_line(2, ["student-edition", "--out", tmp_path / "ed"], capsys)
+    assert "cannot create the folder for the notebooks (permission denied" in err
