@@ -201,6 +201,9 @@ def _add_run_commands(commands) -> None:
                                                    "repeated (the grid: every combination)")
     sweep.add_argument("--grid", help="YAML file: {name: [values], ...} (see examples/grid.yaml)")
     sweep.add_argument("--jobs", type=int, default=1, help="points run in parallel processes")
+    sweep.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run the points on this Dask cluster: tcp://HOST:PORT or a scheduler "
+                            "file (--out shared with its workers; docs/cluster.md)")
     sweep.add_argument("--out", required=True, help="sweep directory")
     _add_mode(sweep)
     sweep.set_defaults(handler=_sweep)
@@ -281,7 +284,8 @@ def _sweep(args) -> int:
         raise ParameterError("grid", "give one with -p NAME VALUE... or --grid FILE")
     print(f"sweep: {math.prod(map(len, grid.values()))} points into {args.out}", flush=True)
     try:
-        result = sweep(grid, args.out, jobs=args.jobs, mode=_mode(args))
+        result = sweep(grid, args.out, jobs=args.jobs, mode=_mode(args),
+                       scheduler=args.scheduler)
     except KeyboardInterrupt:
         return _interrupted(f"{args.out} keeps the points that finished; summary.csv lists "
                             f"them and the interrupted ones")
@@ -333,6 +337,9 @@ def _add_batch_commands(commands, full: bool = True) -> None:
     corpus.add_argument("--cache", default="default",
                         help="cache folder ('default': $MIDILSTM_CACHE or ~/.cache/midilstm)")
     corpus.add_argument("--no-cache", action="store_true", help="read every file; cache nothing")
+    corpus.add_argument("--scheduler", metavar="ADDRESS",
+                        help="parse the files on this Dask cluster: tcp://HOST:PORT or a "
+                             "scheduler file (the files shared with its workers; docs/cluster.md)")
     corpus.set_defaults(handler=corpus_commands.corpus)
 
     train.add_argument("--data", required=True, type=Path,

@@ -17,14 +17,14 @@ import csv
 import io
 import itertools
 import json
-import multiprocessing
 import signal
 import sys
 import traceback
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import cluster
 from . import params as parameters
 from .errors import MidilstmError, ParameterError, RunDirError
 from .failures import check_writable, one_line
@@ -86,7 +86,7 @@ class SweepResult:
 
 
 def sweep(grid: dict, out, *, base: dict | None = None, jobs: int = 1, mode: str = "new",
-          log=print) -> SweepResult:
+          log=print, scheduler: str | None = None) -> SweepResult:
     """One run per point of ``grid`` ({name: [values]}) into ``out/run_XXX``, then summary.csv.
 
     Points that agree on every parameter of 01..03 share one run of them. A failing point is
@@ -112,7 +112,8 @@ def sweep(grid: dict, out, *, base: dict | None = None, jobs: int = 1, mode: str
             if error:
                 failed_upstream[heads[k]] = error
 
-        _map([(points[i], paths[i], UPSTREAM, mode, None) for i in heads], jobs, upstream_done)
+        _map([(points[i], paths[i], UPSTREAM, mode, None) for i in heads], jobs, upstream_done,
+             scheduler, out)
         downstream = []
         for i, point in enumerate(points):
             lead = leaders[_upstream_key(point)]
@@ -123,7 +124,7 @@ def sweep(grid: dict, out, *, base: dict | None = None, jobs: int = 1, mode: str
             copy = None if i == lead else paths[lead]
             downstream.append((i, (point, paths[i], SERIES[3:], mode if copy else "resume", copy)))
         _map([job for _, job in downstream], jobs,
-             lambda k, error: results.update({downstream[k][0]: error}))
+             lambda k, error: results.update({downstream[k][0]: error}), scheduler, out)
     except KeyboardInterrupt:
         _write_sweep_summary(points, paths, results, grid, out, interrupted=True)
         raise
@@ -148,31 +149,27 @@ def _write_sweep_summary(points, paths, results, grid, out, interrupted=False) -
     return SweepResult(write_summary(rows, out, list(grid)), rows)
 
 
-def _map(jobs: list, n_jobs: int, on_done) -> None:
+def _map(jobs: list, n_jobs: int, on_done, scheduler=None, out=None) -> None:
     """``_run_point`` over ``jobs``, calling ``on_done(index, error)`` as each ends: in this
-    process, or in ``n_jobs`` worker processes that Ctrl-C stops cleanly (each marks its run
-    interrupted)."""
-    if n_jobs <= 1 or len(jobs) <= 1:
+    process, in ``n_jobs`` worker processes, or on the Dask cluster at ``scheduler`` (each
+    point in its own process on a worker; ``out`` shared with the workers), which Ctrl-C
+    stops cleanly (each marks its run interrupted; see ``midilstm.cluster``)."""
+    if scheduler is None and (n_jobs <= 1 or len(jobs) <= 1):
         for k, job in enumerate(jobs):
             on_done(k, _run_point(job))
         return
-    pool = ProcessPoolExecutor(max_workers=min(n_jobs, len(jobs)), initializer=_worker_start)
-    futures = {pool.submit(_run_point, job): k for k, job in enumerate(jobs)}
-    try:
+    with cluster.executor(scheduler, min(n_jobs, len(jobs)), shared=[out] if out else (),
+                          isolate=True, initializer=_worker_start) as pool:
+        futures = {pool.submit(_run_point, job): k for k, job in enumerate(jobs)}
         pending = set(futures)
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                on_done(futures[future], future.result())
-    except KeyboardInterrupt:
-        workers = multiprocessing.active_children()
-        pool.shutdown(wait=False, cancel_futures=True)
-        for worker in workers:
-            worker.terminate()  # SIGTERM: the worker marks its run interrupted, then stops
-        for worker in workers:
-            worker.join(timeout=60)
-        raise
-    pool.shutdown()
+                try:
+                    error = future.result()
+                except Exception as err:  # noqa: BLE001  its worker lost each time, or its process
+                    error = one_line(err)
+                on_done(futures[future], error)
 
 
 _RUNNING = False  # in a worker process: a point is running (SIGTERM interrupts it)
@@ -199,6 +196,8 @@ def _run_point(job) -> str | None:
     """Run one sweep point's notebooks; returns None, or its error in one line (and error.txt)."""
     global _RUNNING, _STOPPED
     params, path, series, mode, copy_from = job
+    if mode == "new" and path.exists():  # only this sweep made it (a "new" sweep refuses
+        mode = "resume"                  # existing directories): a lost worker's attempt
     label = f"[{path.name}]"
     _RUNNING, _STOPPED = True, False
     try:
