@@ -90,6 +90,22 @@ class DirLock:
         if not (token and secrets.compare_digest(token, str(holder.get("token", "")))):
             raise RunDirError(self.label(), self._in_use_text(holder))
 
+    def holder_gone(self, pid) -> bool:
+        """The process ``pid`` that said it runs here is gone: nobody holds the lock, or that
+        pid no longer runs. Our own process is never gone."""
+        if pid == os.getpid():
+            return False
+        if self.held() is False:
+            return True
+        if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            except (OSError, OverflowError):
+                return False
+        return False
+
     def held(self) -> bool | None:
         """Whether a process holds the lock now (this one included); None when the lock file
         cannot be looked at (a link, unreadable)."""

@@ -37,12 +37,10 @@ says "running" while no live process holds the lock (the run was killed) reads "
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
 import secrets
-import subprocess
 import time
 from pathlib import Path
 
@@ -51,14 +49,15 @@ import numpy as np
 from . import params as _params
 from .errors import RunDirError
 from .files import (
-    make_folder,
     refuse_link,
     register_root,
-    remove_in,
     write_bytes_atomic,
     write_json_atomic,
 )
+from . import owned
 from .lock import LOCK_ENV, LOCK_FILE, DirLock, now
+from .owned import OUR_FILES, OUR_FOLDERS  # noqa: F401  (importable from here)
+from .provenance import git_commit, sha256_file, stamp
 from .staleness import (
     GENERATED,
     MAKER,
@@ -76,13 +75,6 @@ __all__ = ["GENERATED", "LOCK_ENV", "LOCK_FILE", "MAKER", "ORDER", "STEPS", "Run
 
 STATES = ("running", "failed", "complete", "interrupted")
 PREPARE_MODES = ("new", "force", "resume")
-
-# Everything a run writes, for prepare(): flat files, and the patterns of files in our folders.
-OUR_FILES = ("manifest.json", "metrics.json", "error.txt",
-             *sorted({f for s in STEPS.values() for f in s.outputs if f != GENERATED}))
-OUR_FOLDERS = {"generated": ("sample_*.mid", "sample_*.wav"),
-               "notebooks": ("[0-9][0-9]_*.ipynb", "kernel.log")}
-
 
 class RunDir:
     def __init__(self, path):
@@ -220,7 +212,7 @@ class RunDir:
         if missing:
             raise RunDirError(self._label(), f"{step} did not write {missing[0]}")
         manifest = self.manifest()
-        _stamp(manifest)
+        stamp(manifest)
         manifest.setdefault("steps", {})[step] = {
             "params": begun["params"], "inputs": inputs, "outputs": outputs,
             "started": begun["started"], "completed": now(),
@@ -248,7 +240,7 @@ class RunDir:
         if folder.is_dir():
             names += [f"{GENERATED}{p.name}" for p in sorted(folder.iterdir())
                       if p.is_file() and not p.name.startswith(".")]
-        return {name: _sha256(self / name) for name in names}
+        return {name: sha256_file(self / name) for name in names}
 
     # --- bookkeeping ---------------------------------------------------------------------------
     def manifest(self) -> dict:
@@ -256,29 +248,11 @@ class RunDir:
         lock for (the run was killed) reads "interrupted", with the reason as its error."""
         manifest = self._read("manifest.json")
         status = manifest.get("status")
-        if isinstance(status, dict) and status.get("state") == "running" and self._run_is_dead(status):
+        if isinstance(status, dict) and status.get("state") == "running" and self._lock.holder_gone(status.get("pid")):
             manifest["status"] = {**status, "state": "interrupted", "error": (
                 f"the run (pid {status.get('pid', '?')}) ended without finishing: it was killed "
                 f"or its machine stopped")}
         return manifest
-
-    def _run_is_dead(self, status: dict) -> bool:
-        """The process that set "running" is gone: it does not hold the lock (nobody does), or
-        its pid no longer runs. Our own process is never dead."""
-        pid = status.get("pid")
-        if pid == os.getpid():
-            return False
-        held = self._lock.held()
-        if held is False:
-            return True
-        if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return True
-            except (OSError, OverflowError):
-                return False
-        return False
 
     def set_status(self, state: str, error: str | None = None) -> dict:
         """The run's state in the manifest: running, failed (with the one-line error),
@@ -304,7 +278,7 @@ class RunDir:
 
     def _file_hashes(self) -> dict:
         """Every file of the run but the manifest, hidden files and the executed notebooks."""
-        return {str(p.relative_to(self.path)): _sha256(p)
+        return {str(p.relative_to(self.path)): sha256_file(p)
                 for p in sorted(self.path.rglob("*"))
                 if p.is_file() and p.name != "manifest.json" and not p.name.startswith(".")
                 and p.relative_to(self.path).parts[0] != "notebooks"}
@@ -348,48 +322,21 @@ class RunDir:
         return found
 
     def artefacts(self) -> list[str]:
-        """Our artefacts present in the directory (folders end with "/")."""
-        found = [name for name in OUR_FILES if (self / name).is_file()]
-        found += [f"{folder}/" for folder, patterns in OUR_FOLDERS.items()
-                  if any(any((self / folder).glob(p)) for p in patterns)]
-        return found
+        """Our artefacts present in the directory (folders end with "/"): ``owned.artefacts``."""
+        return owned.artefacts(self.path)
 
     def refuse_links(self, names=None) -> None:
-        """Refuse (``RunDirError``, one line naming it) when one of ``names`` (default: every
-        file and folder of ours, the lock and the files in our folders) is a symbolic link."""
-        if names is None:
-            names = [*OUR_FILES, *OUR_FOLDERS, LOCK_FILE, *(f".{n}.partial" for n in OUR_FILES)]
-            for folder, patterns in OUR_FOLDERS.items():
-                refuse_link(self.path, folder)
-                if (self / folder).is_dir():
-                    names += [f"{folder}/{p.name}" for p in (self / folder).iterdir()
-                              if any(p.match(pattern) for pattern in patterns)]
-        for name in names:
-            refuse_link(self.path, name.rstrip("/"))
+        owned.refuse_links(self.path, names)  # one line naming the link, if there is one
 
     def fresh_folder(self, folder: str = GENERATED) -> Path:
-        """Our folder ``folder`` (``generated/``) made ready for a step to write into: created
-        when missing, our earlier files in it removed (``sample_*``), no link followed (a link
-        in its place is refused). Returns its path, for ``write_midi(..., path / name)``."""
-        folder = folder.rstrip("/")
-        make_folder(self / folder, self.path)
-        remove_in(self.path, folder, OUR_FOLDERS.get(folder, ()), keep_folder=True)
-        return self / folder
+        """``owned.fresh_folder``: our folder, emptied of our files, ready to write into."""
+        return owned.fresh_folder(self.path, folder)
 
     def _remove_artefacts(self) -> None:
-        """Our files and our folders' files, each removed from its folder's descriptor: a link
-        is removed itself, never its target, and a folder that is a link is refused."""
-        for name in OUR_FILES:
-            remove_in(self.path, name)
-        for folder, patterns in OUR_FOLDERS.items():
-            remove_in(self.path, folder, patterns)
+        owned.remove_artefacts(self.path)
 
     def _remove_temporaries(self) -> None:
-        """Hidden ``.<name>.*.tmp`` files left by an atomic write that was killed midway (in
-        every mode), and the partial checkpoints (``.model.pt.partial``) a killed step left."""
-        remove_in(self.path, ".", [".*.tmp", *(f".{n}.partial" for n in OUR_FILES)])
-        for folder in OUR_FOLDERS:
-            remove_in(self.path, folder, [".*.tmp", ".*.tmp.ipynb"], keep_folder=True)
+        owned.remove_temporaries(self.path)
 
     # --- helpers -------------------------------------------------------------------------------
     def _read(self, name: str) -> dict:
@@ -417,15 +364,6 @@ class RunDir:
             return str(self.path)
 
 
-def _stamp(manifest: dict) -> None:
-    """Created time (once), library versions and git commit."""
-    manifest.setdefault("created", now())
-    from .checkpoint import library_versions  # imports torch: only when a step records
-
-    manifest["versions"] = library_versions()
-    manifest["git"] = git_commit()
-
-
 def unique_run_name(parent="runs") -> Path:
     """A new, empty run directory ``<parent>/<YYYYmmdd-HHMMSS>-<4 hex>``, created here so that
     two runs started in the same second (or process) never get the same one."""
@@ -441,25 +379,3 @@ def unique_run_name(parent="runs") -> Path:
         except OSError as err:
             raise RunDirError(parent, f"cannot create a run directory in it ({err.strerror}): "
                                       f"choose another place with --out") from None
-
-
-def git_commit() -> dict:
-    """The commit the code came from, and whether the working tree had changes."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                text=True, timeout=10, check=False).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10,
-                               check=False).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-    return {"commit": commit or None, "dirty": bool(dirty)}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
