@@ -155,7 +155,7 @@ def _add_inspect(commands) -> None:
 
 
 def _inspect(args) -> int:
-    from .parse import Selection, expand_sources, read_midi
+    from .parse import Selection, expand_sources, read_midi, reader_failed
 
     selection = Selection(channels=args.channels, include_drums=args.drums,
                           sustain_pedal=args.pedal, out_of_range=args.out_of_range)
@@ -166,15 +166,15 @@ def _inspect(args) -> int:
     for path in paths:
         try:
             report = read_midi(path, selection).report
-        except MidiInputError as err:  # the others are still reported
-            _error(err)
+        except Exception as err:  # noqa: BLE001  one file's failure: the others still reported
+            _error(err if isinstance(err, MidiInputError) else reader_failed(path, err))
             failed += 1
             continue
         print(json.dumps(report.to_dict()) if args.json else report.summary(), flush=True)
     return 1 if failed else 0
 
 
-# --- run, sweep, the student edition and the maintainer's refresh-notebooks ---------------------------------------------
+# --- run, sweep, the student edition and the maintainer's refresh-notebooks ----------------
 
 def _add_run_commands(commands) -> None:
     series = parameters.SERIES

@@ -120,3 +120,20 @@ def test_inspect_into_a_closed_pipe_ends_quietly(tmp_path, two_files):
                             timeout=120, check=False)
     assert result.stdout.startswith(str(a)) and result.stdout.count("\n") == 1
     assert result.stderr == ""
+
+
+def test_inspect_goes_on_past_a_reader_bug_in_one_line(tmp_path, two_files, capsys, monkeypatch):
+    import midilstm.parse as parse
+    a, b = two_files
+    real = parse.read_midi
+
+    def buggy(path, *args, **kw):  # an unforeseen failure on the first file only
+        if str(path) == str(a):
+            raise RuntimeError("boom")
+        return real(path, *args, **kw)
+
+    monkeypatch.setattr(parse, "read_midi", buggy)
+    assert main(["inspect", str(a), str(b)]) == 1
+    out, err = capsys.readouterr()
+    assert f"{a}: reader failed (RuntimeError: boom)" in err and len(err.strip().splitlines()) == 1
+    assert str(b) in out  # the other file is still reported
