@@ -3,7 +3,8 @@
 ``read_midi_files`` keeps one ``Parsed`` (Python objects, about 48 bytes per note) per file and
 parses every file again on every run. For thousands of files this module instead
 
-* reads files in parallel worker processes (chunks of files per task, a progress bar);
+* reads files in parallel worker processes (chunks of files per task, a progress bar;
+  ``midilstm.corpus_workers``), or on a Dask cluster's workers (``scheduler=``);
 * caches each file's events on disk, keyed by the sha256 of its bytes, the ``Selection`` and
   the reader's version, so a second run parses nothing (a changed file or reader misses); the
   cache (``midilstm.cache``) believes an entry only when its HMAC under the cache's secret
@@ -14,7 +15,10 @@ parses every file again on every run. For thousands of files this module instead
   unexpected reader failure, which is listed but tried again next time);
 * holds the result as one ``EVENT_DTYPE`` array of all pieces back to back, int64 piece
   offsets and a list of names: ``Corpus.save`` writes ``.npy`` files that ``load_corpus``
-  opens memory-mapped, so a corpus larger than memory costs only the pages in use.
+  opens memory-mapped, so a corpus larger than memory costs only the pages in use
+  (``midilstm.corpus_format``; ``Corpus`` and ``load_corpus`` are importable from here);
+* with ``fast=True``, tries each file with the fast reader first (``midilstm.fast_reader``:
+  symusic and numba, the same events, else ``read_midi``); ``stats["read_fast"]`` counts them.
 
 Usage::
 
@@ -25,101 +29,34 @@ Usage::
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import os
-import platform
 import re
 import stat
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
-from pathlib import Path
+import warnings
 
-import numpy as np
-from tqdm.auto import tqdm
-
-from . import cluster, parse, smf
+from . import parse, smf
 # CACHE_FORMAT, CacheError and default_cache_dir stay importable from here
-from .cache import CACHE_FORMAT, Cache, CacheError, default_cache_dir, selection_key  # noqa: F401
-from .errors import MidiInputError, ParameterError
-from .events import EVENT_DTYPE
-from .files import write_bytes_atomic, write_json_atomic
+from .cache import CACHE_FORMAT, Cache, CacheError, default_cache_dir, selection_key
+from .corpus_format import CORPUS_FORMAT, Corpus, concatenate_pieces, load_corpus, piece_offsets
+from .corpus_workers import failure_line, parse_files
+from .errors import MidiInputError
 
-CORPUS_FORMAT = 1
+__all__ = ["CACHE_FORMAT", "CHUNK_FILES", "CORPUS_FORMAT", "SETTLED_NS", "CacheError", "Corpus",
+           "default_cache_dir", "load_corpus", "read_corpus"]
+
 CHUNK_FILES = 16  # files per worker task: few enough round trips, even enough load
 SETTLED_NS = 2_000_000_000  # a file changed this close before its hashing is not remembered
-
-
-@dataclass
-class Corpus:
-    """Pieces back to back: piece ``i`` is ``events[offsets[i]:offsets[i + 1]]``."""
-
-    events: np.ndarray  # EVENT_DTYPE, possibly a read-only memory map
-    offsets: np.ndarray  # int64, len(names) + 1, offsets[0] == 0
-    names: list  # one path per piece (the first of identical files)
-    bad: list = field(default_factory=list)  # [(path, reason)]
-    duplicates: list = field(default_factory=list)  # [(path, same content as this path)]
-    stats: dict = field(default_factory=dict)  # files, parsed, cached, duplicates, bad
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def piece(self, i: int) -> np.ndarray:
-        return self.events[self.offsets[i]:self.offsets[i + 1]]
-
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-    def subset(self, indices) -> "Corpus":
-        """The pieces ``indices`` (in that order) as a new in-memory corpus."""
-        indices = [int(i) for i in indices]
-        pieces = [self.piece(i) for i in indices]
-        return Corpus(events=_concatenate(pieces), offsets=_offsets(pieces),
-                      names=[self.names[i] for i in indices])
-
-    def save(self, directory) -> Path:
-        """``events.npy``, ``offsets.npy`` and ``corpus.json``, each written atomically;
-        ``corpus.json`` last, so a directory with it is complete."""
-        directory = Path(directory)
-        write_bytes_atomic(directory / "events.npy", _npy_bytes(np.ascontiguousarray(self.events)))
-        write_bytes_atomic(directory / "offsets.npy", _npy_bytes(self.offsets.astype(np.int64)))
-        write_json_atomic(directory / "corpus.json", {
-            "format": CORPUS_FORMAT, "names": list(self.names), "bad": self.bad,
-            "duplicates": self.duplicates, "stats": self.stats,
-            "n_events": int(self.offsets[-1])})
-        return directory
-
-
-def load_corpus(directory, mmap: bool = True) -> Corpus:
-    """A corpus written by ``Corpus.save``; its events memory-mapped unless ``mmap=False``."""
-    directory = Path(directory)
-    manifest_path = directory / "corpus.json"
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except FileNotFoundError:
-        raise MidiInputError(directory, "not a corpus (no corpus.json; make one with "
-                                        "python -m midilstm.batch corpus)") from None
-    except (OSError, ValueError) as err:
-        raise MidiInputError(manifest_path, f"unreadable corpus manifest ({err})") from None
-    if manifest.get("format") != CORPUS_FORMAT:
-        raise MidiInputError(manifest_path, f"unknown corpus format {manifest.get('format')!r}")
-    events = np.load(directory / "events.npy", mmap_mode="r" if mmap else None)
-    offsets = np.load(directory / "offsets.npy")
-    if events.dtype != EVENT_DTYPE or len(offsets) != len(manifest["names"]) + 1 \
-            or offsets[-1] != len(events):
-        raise MidiInputError(directory, "events.npy, offsets.npy and corpus.json disagree")
-    return Corpus(events=events, offsets=offsets, names=manifest["names"],
-                  bad=[tuple(b) for b in manifest["bad"]],
-                  duplicates=[tuple(d) for d in manifest["duplicates"]], stats=manifest["stats"])
+FAST_UNAVAILABLE = ("fast=True: the fast reader cannot run here (it needs symusic and numba: "
+                    "pip install symusic); every file is read with mido (parse.read_midi)")
 
 
 def read_corpus(sources, selection: parse.Selection = parse.Selection(), *,
                 cache_dir="default", workers: int | None = None,
                 progress: bool = True, shared: bool | None = None,
-                scheduler: str | None = None) -> Corpus:
+                scheduler: str | None = None, fast: bool = False) -> Corpus:
     """Read files, folders (recursively) or glob patterns into a ``Corpus``.
 
     ``cache_dir``: where each file's result is kept (``"default"``: ``default_cache_dir()``,
@@ -134,18 +71,33 @@ def read_corpus(sources, selection: parse.Selection = parse.Selection(), *,
     read the files at the same paths, each checked against the bytes hashed here, and send
     the events back; only this process writes the cache. The corpus is the same, byte for
     byte, as a local read's.
+    ``fast``: try each file with ``fast_reader.read_midi_fast`` first (symusic's parser and
+    numba: the same events, so the same cache entries and the same corpus, byte for byte),
+    and read with ``parse.read_midi`` where it gives ``None``; ``stats["read_fast"]`` counts
+    the files it read. Off by default: its numba kernels compile on first use (about a minute
+    on a cold machine, then numba's cache). Without symusic or numba it warns once and reads
+    every file with mido.
     """
     paths = parse.expand_sources(sources)
+    use_fast = False
+    if fast:  # loads symusic and numba here, once, before any worker starts
+        from .fast_reader import symusic_available
+
+        use_fast = symusic_available()
+        if not use_fast:
+            warnings.warn(FAST_UNAVAILABLE, RuntimeWarning, stacklevel=2)
     cache = None if cache_dir is None else Cache(
         default_cache_dir() if cache_dir == "default" else cache_dir, shared=shared)
     try:
-        return _read(paths, selection, cache, workers, progress, scheduler)
+        return _read(paths, selection, cache, workers, progress, scheduler, fast=use_fast,
+                     count_fast=bool(fast))
     finally:
         if cache is not None:
             cache.close()
 
 
-def _read(paths, selection, cache, workers, progress, scheduler=None) -> Corpus:
+def _read(paths, selection, cache, workers, progress, scheduler=None, *, fast=False,
+          count_fast=False) -> Corpus:
     version = _selection_key(selection)
     digests, bad = _content_digests(paths, cache)
     keys, first_of = {}, {}  # path -> cache key; key -> first path
@@ -159,7 +111,8 @@ def _read(paths, selection, cache, workers, progress, scheduler=None) -> Corpus:
             keys[path] = key
     results = {key: cache.get(key) for key in first_of} if cache is not None else {}
     todo = [(str(path), key) for key, path in first_of.items() if results.get(key) is None]
-    fresh = _parse_all(todo, selection, cache, workers, progress, scheduler)
+    fresh, read_fast = parse_files(todo, selection, cache, workers, progress, scheduler,
+                                   chunk_files=CHUNK_FILES, fast=fast)
     results.update(fresh)
     names, pieces = [], []
     for path, key in keys.items():
@@ -171,8 +124,11 @@ def _read(paths, selection, cache, workers, progress, scheduler=None) -> Corpus:
             pieces.append(result)
     stats = {"files": len(paths), "parsed": len(fresh), "cached": len(first_of) - len(fresh),
              "duplicates": len(duplicates), "bad": len(bad), "pieces": len(pieces)}
-    return Corpus(events=_concatenate(pieces), offsets=_offsets(pieces), names=names,
+    if count_fast:  # fast=True: how many of the files parsed now the fast reader read
+        stats["read_fast"] = len(read_fast)
+    return Corpus(events=concatenate_pieces(pieces), offsets=piece_offsets(pieces), names=names,
                   bad=sorted(bad), duplicates=duplicates, stats=stats)
+
 
 
 # --- which files are the same: content hashes, remembered by file status ----------------------
@@ -230,7 +186,7 @@ def _hash(path, status, digests, bad, remembered):
         bad.append((name, err.reason))
         return
     except Exception as err:  # noqa: BLE001  one file's trouble never ends the read
-        bad.append((name, _failure(err)))
+        bad.append((name, failure_line(err)))
         return
     if status and max(status[3], status[4]) < started - SETTLED_NS:
         remembered[name] = [status, digests[path]]
@@ -260,167 +216,8 @@ def _index_entry_ok(entry) -> bool:
             and type(entry[1]) is str and _DIGEST.fullmatch(entry[1]) is not None)
 
 
-# --- parsing in worker processes --------------------------------------------------------------
-
-def _parse_all(todo, selection, cache, workers, progress, scheduler=None) -> dict:
-    """``{key: events or reason}`` for every ``(path, key)`` of ``todo``. A chunk whose worker
-    died (out of memory, killed) is read again one file per fresh worker, so the file that
-    killed it is the only one listed as failed. With ``scheduler``, the cluster's workers
-    parse (``midilstm.cluster``) and this process stores their results in the cache."""
-    workers = (os.cpu_count() or 1) if workers is None else int(workers)
-    if workers < 1:
-        raise ParameterError("workers", f"must be >= 1, not {workers}")
-    remote = scheduler is not None and bool(todo)
-    if remote:  # a worker's folder is not this one: it gets each file's absolute path
-        todo = [(os.path.abspath(path), key) for path, key in todo]
-    chunks = [todo[i:i + CHUNK_FILES] for i in range(0, len(todo), CHUNK_FILES)]
-    results, failed = {}, []
-    with contextlib.ExitStack() as pool_open:
-        pool = None
-        if remote or (workers > 1 and len(chunks) > 1):  # checked before the bar shows
-            pool = pool_open.enter_context(cluster.executor(
-                scheduler, 1 if remote else min(workers, len(chunks)),
-                same_files=[(todo[0][0], todo[0][1].split("-")[0])] if remote else ()))
-        with tqdm(total=len(todo), desc="reading", unit="file", disable=not progress) as bar:
-            if pool is None:
-                for chunk in chunks:
-                    results.update(_parse_chunk(chunk, selection, cache))
-                    bar.update(len(chunk))
-                return results
-            if remote:
-                futures = {pool.submit(_parse_remote, chunk, selection): chunk
-                           for chunk in chunks}
-            else:
-                futures = {pool.submit(_parse_chunk, chunk, selection, cache): chunk
-                           for chunk in chunks}
-            for future in as_completed(futures):
-                try:
-                    done = future.result()
-                except Exception:  # noqa: BLE001  its worker died: each file again, alone
-                    failed.extend(futures[future])
-                    continue
-                results.update(_kept(done, cache) if remote else done)
-                bar.update(len(futures[future]))
-            if remote:  # on the cluster: each file of a lost chunk alone, all at once
-                futures = {pool.submit(_parse_remote, [item], selection): item for item in failed}
-                for future in as_completed(futures):
-                    try:
-                        results.update(_kept(future.result(), cache))
-                    except Exception as err:  # noqa: BLE001  lost again: this file's fault
-                        results[futures[future][1]] = _died(err)
-                    bar.update(1)
-                failed = []
-            pool_open.close()  # locally: the pool's processes end before the fresh ones start
-            for item in failed:
-                results.update(_parse_alone(item, selection, cache))
-                bar.update(1)
-    return results
-
-
-def _parse_alone(item, selection, cache) -> dict:
-    key = item[1]
-    try:
-        with ProcessPoolExecutor(1) as pool:
-            return pool.submit(_parse_chunk, [item], selection, cache).result()
-    except Exception as err:  # noqa: BLE001
-        return {key: _died(err)}
-
-
-def _died(err) -> str:
-    return f"reader failed (its worker process ended: {_failure(err)}); please report it"
-
-
-def _parse_chunk(chunk, selection, cache) -> dict:
-    """Parse files and store each result (events or the reason it failed) in the cache."""
-    results = {}
-    for path, key in chunk:
-        result, keep, _ = _parse_one(path, selection)
-        if keep and cache is not None:
-            try:
-                cache.put(key, result)  # a failed write only means reading it again next time
-            except Exception:  # noqa: BLE001
-                pass
-        results[key] = result
-    return results
-
-
-def _parse_one(path, selection) -> tuple:
-    """``(events or reason, whether a cache may keep it, sha256 of the bytes read or None)``."""
-    try:
-        parsed = parse.read_midi(path, selection)
-        return parsed.events, True, getattr(getattr(parsed, "report", None), "sha256", None)
-    except MidiInputError as err:
-        return err.reason, True, None
-    except Exception as err:  # noqa: BLE001  a reader bug must not end a run of 100,000 files
-        return f"reader failed ({_failure(err)}); please report it", False, None  # a fixed
-        # reader will try again: not cached
-
-
-def _parse_remote(chunk, selection) -> dict:
-    """On a cluster worker: ``{key: (events or reason, keep)}``, for the caller to cache. A
-    file whose bytes here are not those the caller hashed (the key's sha256) is not read:
-    its reason says so, and it is not kept."""
-    results = {}
-    for path, key in chunk:
-        digest = key.split("-")[0]
-        result, keep, seen = _parse_one(path, selection)
-        if keep and seen is None:  # refused by the reader: were these the caller's bytes?
-            try:
-                seen = hashlib.sha256(smf.read_file_bytes(path)).hexdigest()
-            except Exception as err:  # noqa: BLE001
-                seen = f"it cannot read it here ({_failure(err)})"
-        if keep and seen != digest:
-            result, keep = (f"not read: a cluster worker ({platform.node()}) does not see the "
-                            "bytes hashed here; the files must be on a file system every "
-                            "worker sees at the same path"), False
-        results[key] = (result, keep)
-    return results
-
-
-def _kept(results, cache) -> dict:
-    """A worker's ``{key: (result, keep)}`` as ``{key: result}``, storing what may be kept."""
-    out = {}
-    for key, (result, keep) in results.items():
-        if keep and cache is not None:
-            try:
-                cache.put(key, result)
-            except Exception:  # noqa: BLE001
-                pass
-        out[key] = result
-    return out
-
-
-def _failure(err: BaseException, limit: int = 300) -> str:
-    """``Type: message`` in one line of at most ``limit`` characters."""
-    try:
-        text = f"{type(err).__name__}: {err}"
-    except Exception:  # noqa: BLE001  a message that cannot even be made (int-to-str limit)
-        text = type(err).__name__
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
 
 def _selection_key(selection) -> str:
     """Short hash of everything besides the bytes that decides a file's result."""
     return selection_key(selection, parse.READER_VERSION)
 
-
-# --- arrays -----------------------------------------------------------------------------------
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
-
-
-def _concatenate(pieces) -> np.ndarray:
-    if not pieces:
-        return np.zeros(0, EVENT_DTYPE)
-    # as bytes: concatenating structured arrays compares their fields once per piece
-    return np.concatenate([np.ascontiguousarray(p, EVENT_DTYPE).view(np.uint8)
-                           for p in pieces]).view(EVENT_DTYPE)
-
-
-def _offsets(pieces) -> np.ndarray:
-    return np.concatenate([[0], np.cumsum([len(p) for p in pieces], dtype=np.int64)]).astype(
-        np.int64)

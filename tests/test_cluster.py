@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from conftest import off, on, tempo, write_midi_file
-from midilstm import cluster
+from midilstm import cluster, cluster_checks
 from midilstm.corpus import read_corpus
 from midilstm.errors import ParameterError
 
@@ -128,6 +128,20 @@ def test_a_corpus_read_on_the_cluster_is_byte_identical_to_a_local_read(schedule
     np.testing.assert_array_equal(warm.offsets, local.offsets)
 
 
+def test_a_fast_corpus_read_on_the_cluster_is_byte_identical_to_a_local_read(scheduler, songs,
+                                                                              tmp_path):
+    pytest.importorskip("symusic")
+    pytest.importorskip("numba")
+    local = read_corpus(songs, cache_dir=None, workers=1, progress=False)
+    remote = read_corpus(songs, cache_dir=tmp_path / "cache", scheduler=scheduler,
+                         progress=False, fast=True)
+    assert remote.stats == {**local.stats, "read_fast": 40}  # notes.mid: read_midi refuses it
+    assert (remote.bad, remote.duplicates) == (local.bad, local.duplicates)
+    fast, mido = _saved(remote, tmp_path / "remote"), _saved(local, tmp_path / "local")
+    for name in ("events.npy", "offsets.npy"):  # corpus.json: its stats say read_fast
+        assert fast[name] == mido[name]
+
+
 # --- (c) refusals, one line each, before anything runs ------------------------------------------
 
 def test_refusals_are_one_line(scheduler, songs, tmp_path, monkeypatch):
@@ -139,18 +153,18 @@ def test_refusals_are_one_line(scheduler, songs, tmp_path, monkeypatch):
         with cluster.executor(scheduler, 1, same_files=[(tmp_path / "nowhere.mid", "0" * 64)]):
             pass
     assert "cannot read it" in str(err.value)
-    why = cluster._probe_answer("tcp://1.2.3.4:5", "it cannot read the probe file /x (No such "
-                                "file or directory)", "token")
+    why = cluster_checks._probe_answer("tcp://1.2.3.4:5", "it cannot read the probe file /x "
+                                       "(No such file or directory)", "token")
     assert why.startswith("it cannot read the probe file")
     here = os.getpid()  # a worker whose midilstm differs from this process's
-    monkeypatch.setattr(cluster, "_worker_facts", lambda: {
+    monkeypatch.setattr(cluster_checks, "_worker_facts", lambda: {
         "code": "this one" if os.getpid() == here else "another", "where": str(os.getpid())})
     with pytest.raises(ParameterError) as err:
         with cluster.executor(scheduler, 1):
             pass
     assert "runs another midilstm than this process" in str(err.value)
     monkeypatch.undo()
-    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT_S", 2)
+    monkeypatch.setattr(cluster_checks, "CONNECT_TIMEOUT_S", 2)
     with pytest.raises(ParameterError) as err:
         with cluster.executor("tcp://127.0.0.1:9", 1):
             pass

@@ -322,3 +322,52 @@ def test_a_damaged_index_means_hashing_every_file(folder, tmp_path, count_hashes
     again = read_corpus(folder, cache_dir=cache, workers=1, progress=False)
     assert len(count_hashes) == 7
     np.testing.assert_array_equal(again.events, first.events)
+
+
+# --- fast=True: the fast reader first (symusic, numba), the same corpus byte for byte -----------
+
+def _saved(corpus, folder) -> dict:
+    corpus.save(folder)
+    return {name: (folder / name).read_bytes() for name in ("events.npy", "offsets.npy")}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_fast_read_is_the_mido_read_byte_for_byte(folder, tmp_path, monkeypatch, workers):
+    pytest.importorskip("symusic")
+    pytest.importorskip("numba")
+    monkeypatch.setattr(corpus_module, "CHUNK_FILES", 2)  # 2 workers: several tasks, a pool
+    mido = read_corpus(folder, cache_dir=None, workers=workers, progress=False)
+    fast = read_corpus(folder, cache_dir=tmp_path / "cache", workers=workers, progress=False,
+                       fast=True)
+    assert _saved(fast, tmp_path / "fast") == _saved(mido, tmp_path / "mido")
+    assert (fast.names, fast.bad, fast.duplicates) == (mido.names, mido.bad, mido.duplicates)
+    assert "read_fast" not in mido.stats  # the default: stats as before
+    read_fast = fast.stats.pop("read_fast")
+    assert fast.stats == mido.stats
+    assert read_fast == 4  # the four pieces; the two bad files fell back to read_midi
+    # the same cache entries: a mido read from the fast read's cache parses nothing
+    warm = read_corpus(folder, cache_dir=tmp_path / "cache", workers=1, progress=False)
+    assert warm.stats["parsed"] == 0 and warm.stats["cached"] == 6
+    assert _saved(warm, tmp_path / "warm") == _saved(mido, tmp_path / "mido")
+
+
+def test_fast_reads_each_file_read_fast_without_mido(folder, tmp_path, count_parses):
+    pytest.importorskip("symusic")
+    pytest.importorskip("numba")
+    corpus = read_corpus(folder, cache_dir=None, workers=1, progress=False, fast=True)
+    assert corpus.stats["read_fast"] == 4
+    assert sorted(count_parses) == [str(folder / "broken.mid"), str(folder / "notes.mid")]
+
+
+def test_fast_without_the_fast_reader_says_so_once_and_reads_with_mido(folder, tmp_path,
+                                                                       monkeypatch):
+    from midilstm import fast_reader
+
+    monkeypatch.setattr(fast_reader, "symusic_available", lambda: False)
+    monkeypatch.setattr(fast_reader, "read_midi_fast",
+                        lambda *a, **k: pytest.fail("read fast without its reader"))
+    mido = read_corpus(folder, cache_dir=None, workers=1, progress=False)
+    with pytest.warns(RuntimeWarning, match="pip install symusic") as said:
+        fast = read_corpus(folder, cache_dir=None, workers=1, progress=False, fast=True)
+    assert len(said) == 1 and fast.stats == {**mido.stats, "read_fast": 0}
+    assert fast.events.tobytes() == mido.events.tobytes()
