@@ -340,6 +340,9 @@ def _add_batch_commands(commands, full: bool = True) -> None:
     corpus.add_argument("--scheduler", metavar="ADDRESS",
                         help="parse the files on this Dask cluster: tcp://HOST:PORT or a "
                              "scheduler file (the files shared with its workers; docs/cluster.md)")
+    corpus.add_argument("--fast", action="store_true",
+                        help="try symusic's parser first (midilstm.fast_reader: the same events; "
+                             "needs symusic and numba; its kernels compile on first use, ~1 min)")
     corpus.set_defaults(handler=corpus_commands.corpus)
 
     train.add_argument("--data", required=True, type=Path,

@@ -54,7 +54,7 @@ def corpus(args) -> int:
     check_writable(args.out, "the corpus folder")
     try:
         read = read_corpus(args.sources, cache_dir=None if args.no_cache else args.cache,
-                           workers=args.workers, scheduler=args.scheduler)
+                           workers=args.workers, scheduler=args.scheduler, fast=args.fast)
     except CacheError as err:  # the cache cannot be used (read-only, someone else's): refused
         raise OutputError(err.what, err.reason) from None
     for path, reason in read.bad:
