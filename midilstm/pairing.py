@@ -82,8 +82,9 @@ def _pair_first_in_first_out(ticks, velocities):
 def _pair_flush(ticks, velocities):
     """As pretty_midi: an off ends every note of the key struck at an earlier tick. An off with
     nothing to end, followed at its tick by an on, is that on's own off written first: the pair
-    is a zero-length note (a grace note), dropped later and counted."""
-    sounding, pairs, orphans, orphan_tick = [], [], 0, None
+    is a zero-length note (a grace note), dropped later and counted. Linear: a key's ticks never
+    decrease, so the notes struck earlier are the oldest sounding, each ended once."""
+    sounding, pairs, orphans, orphan_tick = deque(), [], 0, None
     for tick, velocity in zip(ticks, velocities):
         if velocity > 0:
             if tick == orphan_tick:
@@ -92,16 +93,16 @@ def _pair_flush(ticks, velocities):
             else:
                 sounding.append((tick, velocity))
             continue
-        earlier = [(start, v) for start, v in sounding if start < tick]
-        if earlier:
-            pairs += [(start, tick, v) for start, v in earlier]
-            sounding = sounding[len(earlier):]  # starts never decrease: the earlier come first
+        if sounding and sounding[0][0] < tick:  # every note struck earlier ends here
+            while sounding and sounding[0][0] < tick:
+                start, v = sounding.popleft()
+                pairs.append((start, tick, v))
         elif sounding:  # only notes struck at this very tick: the oldest ends (zero length)
-            start, v = sounding.pop(0)
+            start, v = sounding.popleft()
             pairs.append((start, tick, v))
         else:
             orphans, orphan_tick = orphans + 1, tick
-    return pairs, sounding, orphans
+    return pairs, list(sounding), orphans
 
 
 def _hold_by_pedal(columns, pedals, per_track):
@@ -149,8 +150,10 @@ def _to_note_table(columns, program_changes, seconds_of, per_track):
     start, end, track = columns["start"], columns["end"], columns["track"]
     if per_track:
         start_s, end_s = np.empty(len(start)), np.empty(len(start))
-        for t in np.unique(track):
-            sel = track == t
+        order = np.argsort(track, kind="stable")  # each track's notes once, whatever the count
+        bounds = np.flatnonzero(np.diff(track[order])) + 1
+        for lo, hi in zip(np.r_[0, bounds].tolist(), np.r_[bounds, len(order)].tolist()):
+            sel, t = order[lo:hi], track[order[lo]]
             start_s[sel], end_s[sel] = seconds_of(start[sel], t), seconds_of(end[sel], t)
     else:
         start_s, end_s = seconds_of(start), seconds_of(end)
@@ -161,24 +164,29 @@ def _to_note_table(columns, program_changes, seconds_of, per_track):
 
 
 def _programs_at(program_changes, start, track, channel, per_track):
-    """The program (instrument) each note's channel had when the note started (default 0)."""
-    program = np.zeros(len(start), np.int64)
-    for ch in np.unique(channel):
-        changes = [(tick, trk, prog) for tick, trk, _, c, prog in program_changes if c == ch]
-        if not changes:
-            continue
-        ticks = np.array([c[0] for c in changes])
-        progs = np.array([c[2] for c in changes])
-        sel = channel == ch
-        if per_track:  # type 2: a change counts only within its own track
-            for trk in np.unique(track[sel]):
-                mine = np.array([c[1] == trk for c in changes])
-                if mine.any():
-                    s = sel & (track == trk)
-                    i = np.searchsorted(ticks[mine], start[s], side="right") - 1
-                    program[s] = np.where(i >= 0, progs[mine][np.maximum(i, 0)], 0)
-            continue
-        i = np.searchsorted(ticks, start[sel], side="right") - 1
-        program[sel] = np.where(i >= 0, progs[np.maximum(i, 0)], 0)
-    return program
+    """The program (instrument) each note's channel had when the note started (default 0).
 
+    ``program_changes`` sorted (by tick, then track and order): grouped once by channel, or by
+    (channel, track) in a type 2 file, and each group's notes looked up by bisection."""
+    program = np.zeros(len(start), np.int64)
+    groups = defaultdict(lambda: ([], []))  # channel or (channel, track) -> (ticks, programs)
+    for tick, trk, _, c, prog in program_changes:
+        ticks, progs = groups[(c, trk) if per_track else c]
+        ticks.append(tick)
+        progs.append(prog)
+    if not groups:
+        return program
+    group_of = channel * 2**16 + track if per_track else channel  # a track number is < 2**16
+    order = np.argsort(group_of, kind="stable")
+    keys = group_of[order]
+    bounds = np.flatnonzero(np.diff(keys)) + 1
+    for lo, hi in zip(np.r_[0, bounds].tolist(), np.r_[bounds, len(keys)].tolist()):
+        k = int(keys[lo])
+        found = groups.get((k >> 16, k & 0xFFFF) if per_track else k)
+        if found is None:
+            continue
+        ticks, progs = np.array(found[0], np.int64), np.array(found[1], np.int64)
+        notes = order[lo:hi]
+        i = np.searchsorted(ticks, start[notes], side="right") - 1
+        program[notes] = np.where(i >= 0, progs[np.maximum(i, 0)], 0)
+    return program

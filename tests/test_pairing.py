@@ -309,3 +309,147 @@ def test_sustain_pedal_holds_released_keys_until_it_comes_up_or_the_key_is_struc
         (1.0, 2.0, 60),
         (2.5, 3.0, 67)]
     assert parsed.report.fixed["held_by_pedal"] == 3
+
+
+# --- pairing in linear time: the worst cases the read limits allow ------------------------------
+
+def _old_pair_flush(ticks, velocities):
+    """``pairing._pair_flush`` as it was (it rescanned every sounding note per note-off): the
+    reference the linear one must agree with."""
+    sounding, pairs, orphans, orphan_tick = [], [], 0, None
+    for tick, velocity in zip(ticks, velocities):
+        if velocity > 0:
+            if tick == orphan_tick:
+                pairs.append((tick, tick, velocity))
+                orphans, orphan_tick = orphans - 1, None
+            else:
+                sounding.append((tick, velocity))
+            continue
+        earlier = [(start, v) for start, v in sounding if start < tick]
+        if earlier:
+            pairs += [(start, tick, v) for start, v in earlier]
+            sounding = sounding[len(earlier):]
+        elif sounding:
+            start, v = sounding.pop(0)
+            pairs.append((start, tick, v))
+        else:
+            orphans, orphan_tick = orphans + 1, tick
+    return pairs, sounding, orphans
+
+
+def _old_programs_at(program_changes, start, track, channel, per_track):
+    """``pairing._programs_at`` as it was (every change compared with every track in type 2)."""
+    import numpy as np
+    program = np.zeros(len(start), np.int64)
+    for ch in np.unique(channel):
+        changes = [(tick, trk, prog) for tick, trk, _, c, prog in program_changes if c == ch]
+        if not changes:
+            continue
+        ticks = np.array([c[0] for c in changes])
+        progs = np.array([c[2] for c in changes])
+        sel = channel == ch
+        if per_track:
+            for trk in np.unique(track[sel]):
+                mine = np.array([c[1] == trk for c in changes])
+                if mine.any():
+                    s = sel & (track == trk)
+                    i = np.searchsorted(ticks[mine], start[s], side="right") - 1
+                    program[s] = np.where(i >= 0, progs[mine][np.maximum(i, 0)], 0)
+            continue
+        i = np.searchsorted(ticks, start[sel], side="right") - 1
+        program[sel] = np.where(i >= 0, progs[np.maximum(i, 0)], 0)
+    return program
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps=st.lists(st.tuples(st.integers(0, 3), st.sampled_from([0, 0, 1, 64, 127])),
+                      max_size=40))
+def test_the_linear_flush_pairs_as_the_old_one(steps):
+    from midilstm.pairing import _pair_flush
+    ticks, now = [], 0
+    for delta, _ in steps:
+        now += delta
+        ticks.append(now)
+    velocities = [v for _, v in steps]
+    assert _pair_flush(ticks, velocities) == _old_pair_flush(ticks, velocities)
+
+
+@settings(max_examples=200, deadline=None)
+@given(changes=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 5), st.integers(0, 9),
+                                  st.integers(0, 2), st.integers(0, 127)), max_size=30),
+       notes=st.lists(st.tuples(st.integers(0, 8), st.integers(0, 5), st.integers(0, 2)),
+                      min_size=1, max_size=30),
+       per_track=st.booleans())
+def test_the_grouped_programs_are_the_old_ones(changes, notes, per_track):
+    import numpy as np
+
+    from midilstm.pairing import _programs_at
+    start, track, channel = (np.array(column, np.int64) for column in zip(*notes))
+    changes = sorted(changes)
+    assert _programs_at(changes, start, track, channel, per_track).tolist() == \
+        _old_programs_at(changes, start, track, channel, per_track).tolist()
+
+
+def _smf_bytes(tracks, type):
+    import struct
+    chunks = b"".join(b"MTrk" + struct.pack(">I", len(t)) + t for t in tracks)
+    return b"MThd" + struct.pack(">IHHh", 6, type, len(tracks), 480) + chunks
+
+
+def _one_key_struck(n):
+    """C4 struck ``n`` times at tick 0 and released ``n - 1`` times there (one dangling note-on,
+    so the key is paired by the flush rule), then struck once more a beat later."""
+    return b"\x00\x90\x3c\x40" * n + b"\x00\x80\x3c\x00" * (n - 1) \
+        + b"\x83\x60\x90\x3c\x40\x83\x60\x80\x3c\x00\x00\xff\x2f\x00"
+
+
+def _type_2_tracks(n):
+    """A type 2 file of ``n`` tracks on channel 0, each a program change (``i % 128``) and a
+    note: the old lookup compared each of the ``n`` changes with each of the ``n`` tracks."""
+    return [bytes([0, 0xC0, i % 128, 0x00, 0x90, 0x3C + i % 7, 0x40, 0x83, 0x60, 0x80,
+                   0x3C + i % 7, 0x00, 0x00, 0xFF, 0x2F, 0x00]) for i in range(n)]
+
+
+def test_one_key_struck_20000_times_at_one_tick_reads_in_linear_time(tmp_path, monkeypatch):
+    # The old flush rescanned every sounding note per note-off: 21k strikes took 5.4 s.
+    import time
+
+    from midilstm import pairing
+    small = tmp_path / "small.mid"
+    small.write_bytes(_smf_bytes([_one_key_struck(300)], type=0))
+    got = read_midi(small)
+    monkeypatch.setattr(pairing, "_pair_flush", _old_pair_flush)
+    want = read_midi(small)
+    monkeypatch.undo()
+    assert got.notes.tolist() == want.notes.tolist() and got.report == want.report
+    big = tmp_path / "big.mid"
+    big.write_bytes(_smf_bytes([_one_key_struck(20_000)], type=0))
+    began = time.perf_counter()
+    parsed = read_midi(big)
+    assert time.perf_counter() - began < 2.0
+    assert parsed.report.fixed["keys_with_dangling_note_on"] == 1
+
+
+def test_5000_tracks_of_a_type_2_file_read_in_linear_time(tmp_path, monkeypatch):
+    # The old program lookup compared every program change with every track (and the
+    # seconds every note with every track): 10,485 tracks took 14.3 s, 5,000 ~3 s.
+    import time
+
+    from midilstm import pairing
+    small = tmp_path / "small.mid"
+    small.write_bytes(_smf_bytes(_type_2_tracks(300), type=2))
+    every = Selection(include_drums=True)
+    selections = [every] + [Selection(programs=p, include_drums=True) for p in (0, 5, 77, 127)]
+    got = [read_midi(small, selection) for selection in selections]
+    monkeypatch.setattr(pairing, "_programs_at", _old_programs_at)
+    want = [read_midi(small, selection) for selection in selections]
+    monkeypatch.undo()
+    for a, b in zip(got, want):
+        assert a.notes.tolist() == b.notes.tolist() and a.report == b.report
+    # each track's own change (program i % 128) selects its notes, and only them
+    assert [len(parsed.notes) for parsed in got] == [300, 3, 3, 2, 2]
+    big = tmp_path / "big.mid"
+    big.write_bytes(_smf_bytes(_type_2_tracks(5_000), type=2))
+    began = time.perf_counter()
+    read_midi(big, every)
+    assert time.perf_counter() - began < 2.0
