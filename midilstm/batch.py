@@ -1,6 +1,7 @@
 """Corpus-scale training: windows from a memory-mapped corpus, one process or many.
 
-The commands (``midilstm.cli``, their work in ``midilstm.corpus_commands``), run as this module so that ``torchrun`` can start it::
+The commands (``midilstm.cli``, their work in ``midilstm.corpus_commands``), run as this
+module so that ``torchrun`` can start it::
 
     python -m midilstm.batch corpus music_folder/ --out runs/bach_corpus      # read, cache, save
     python -m midilstm.batch train --data runs/bach_corpus --out runs/bach.pt --steps 3000
