@@ -79,3 +79,20 @@ def test_every_cell_run_twice_in_a_row_is_harmless(student):
             run(i)  # raises CellExecutionError on any error
     steps = json.loads((run_dir / "manifest.json").read_text())["steps"]
     assert "completed" in steps["04_generate"]
+
+
+def test_after_a_restart_the_setup_cell_alone_brings_the_parameters_back(student, tmp_path):
+    from midilstm.params import names
+    nb, run, run_dir = student
+    saved = nbformat.read(NOTEBOOK_DIR / "04_generate.ipynb", as_version=4)
+    cell = next(c for c in saved.cells if "parameters" in c.metadata.get("tags", []))
+    cell.source = cell.source.replace('run_dir: str = "../runs/notebooks"',
+                                      f"run_dir: str = {str(run_dir)!r}")
+    nbformat.write(saved, tmp_path / "04_generate.ipynb")  # the student's notebook, as saved
+    nb.cells.append(nbformat.v4.new_code_cell(  # a restart: the parameters are gone
+        f"import os\nos.environ['JPY_SESSION_NAME'] = {str(tmp_path / '04_generate.ipynb')!r}\n"
+        f"for name in {names('04_generate')!r}:\n    globals().pop(name, None)"))
+    run(len(nb.cells) - 1)
+    out = run(index(nb, 'run.begin("04_generate"'))  # the setup cell alone: no NameError
+    text = "".join(o.get("text", "") for o in out.outputs)
+    assert "the parameters cell had not run" in text and "temperature=1.0" in text
