@@ -10,12 +10,14 @@ note-on never ended) and gives a code: ``OK``, or why the fast path must not rea
 """
 from __future__ import annotations
 
-import os
-import stat
 import struct
 from pathlib import Path
 
 import numpy as np
+
+from .errors import MidiInputError
+from .smf import read_file_bytes
+from .smf_decode import MAX_DATA_LENGTH, MAX_DELTA_TICKS  # the reader's limits, one home
 
 # Why a file was not read fast (``read_midi_fast(..., why=True)``; the bench counts them).
 OK, CORRUPT, DANGLING, ODD, LIMIT, TICKS = range(6)
@@ -27,8 +29,6 @@ REASONS = {CORRUPT: "corrupt or truncated (read_midi refuses it)",
            TICKS: "ticks past 2**31 - 1 (symusic keeps 32-bit ticks)"}
 
 MAX_TICK = 2**31 - 1
-MAX_DELTA_TICKS = 0x0FFFFFFF
-MAX_DATA_LENGTH = 1_000_000
 MAX_TRACKS = 4096  # more MTrk chunks than this: not worth a fast path (read_midi reads them)
 
 # meta types as mido takes them: 1 any length, 2 checked below, 0 unknown to mido (no delta)
@@ -40,28 +40,12 @@ for _t in (0x00, 0x20, 0x54, 0x58):
 
 
 def read_bytes(path: Path, max_bytes: int):
-    """The file's bytes, or ``None`` where ``smf.read_file_bytes`` refuses it (not a regular
-    file, over the size limit, unreadable). Opened without blocking (a FIFO would wait for a
-    writer) and checked on the open file; reads the size the file has, not ``max_bytes``."""
+    """The file's bytes (``smf.read_file_bytes``), or ``None`` where it refuses the file or the
+    file is empty: the mido path then says why."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError:
+        return read_file_bytes(path, max_bytes) or None
+    except MidiInputError:
         return None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or not 0 < info.st_size <= max_bytes:
-            return None
-        data = os.read(fd, info.st_size + 1)  # one more: the file may have grown
-        while len(data) <= info.st_size:  # a short read: the rest
-            more = os.read(fd, info.st_size + 1 - len(data))
-            if not more:
-                break
-            data += more
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    return data if 0 < len(data) <= max_bytes else None
 
 
 def track_chunks(data: bytes):
@@ -172,7 +156,7 @@ def _compile_scan():
                         byte = np.int64(data[pos])
                         pos += 1
                         delta = (delta << 7) | (byte & 0x7F)
-                        if delta > 0x0FFFFFFF:
+                        if delta > MAX_DELTA_TICKS:
                             code = 1
                     if code != 0:
                         break
@@ -273,7 +257,7 @@ def _compile_scan():
                         byte = np.int64(data[pos])
                         pos += 1
                         length = (length << 7) | (byte & 0x7F)
-                        if length > 1000000:
+                        if length > MAX_DATA_LENGTH:
                             code = 1
                             break
                     if code != 0:

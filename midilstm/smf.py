@@ -128,8 +128,10 @@ def read_file_bytes(path: Path, max_bytes: int = ReadLimits().max_bytes) -> byte
             raise MidiInputError(path, f"not a regular file: it is {kind}")
         if info.st_size > max_bytes:
             raise MidiInputError(path, _too_big(info.st_size, max_bytes))
-        with open(path, "rb") as file:
-            data = file.read(max_bytes + 1)  # the file may have grown since stat
+        with open(path, "rb") as file:  # the size it has (a read of max_bytes sets up 16 MB)
+            data = file.read(info.st_size + 1)
+            if len(data) > info.st_size:  # it grew since stat: the rest, up to the limit
+                data += file.read(max_bytes + 1 - len(data))
     except FileNotFoundError:
         raise MidiInputError(path, "no such file") from None
     except OSError as err:
