@@ -3,9 +3,12 @@
 The points can run in parallel processes (``jobs``). Points that share every parameter of
 01_parse..03_train share one parse, encoding and trained model: it runs once, and its files are
 copied into the other points' directories before their own 04_generate and 05_evaluate. A
-failing point is recorded and the others go on; ``summary.csv`` and ``summary.png`` collect
-every run's metrics. The sweep folder is checked writable before any point runs, and nothing
-in it is written through a link (``files``). A point that succeeds loses the ``error.txt`` of
+failing point is recorded and the others go on; ``summary.csv`` collects every run's metrics
+and ``summary.png`` plots each swept parameter against the measures it can move
+(``sweep_plot``). Each event (a point starts, is done, failed or was interrupted; the summary)
+is one line written in one piece (``say``), so parallel points' lines never run together.
+The sweep folder is checked writable before any point runs, and nothing in it is written
+through a link (``files``). A point that succeeds loses the ``error.txt`` of
 an earlier failure; a Ctrl-C never records a point as failed, whatever the signal broke.
 
     python -m midilstm sweep -p temperature 0.8 1.0 -p n_time_bins 16 32 --jobs 2 --out runs/sweep1
@@ -30,6 +33,7 @@ from .errors import MidilstmError, ParameterError, RunDirError
 from .failures import check_writable, one_line
 from .files import register_root, remove_in, write_bytes_atomic
 from .runs import SERIES, UPSTREAM, run_series, shown
+from .sweep_plot import write_summary_png
 from .values import check_parameters, load_yaml, plain
 
 
@@ -86,12 +90,13 @@ class SweepResult:
 
 
 def sweep(grid: dict, out, *, base: dict | None = None, jobs: int = 1, mode: str = "new",
-          log=print, scheduler: str | None = None) -> SweepResult:
+          log=None, scheduler: str | None = None) -> SweepResult:
     """One run per point of ``grid`` ({name: [values]}) into ``out/run_XXX``, then summary.csv.
 
     Points that agree on every parameter of 01..03 share one run of them. A failing point is
     recorded in the summary, not raised; Ctrl-C writes the summary of what finished, then raises.
     """
+    log = log or say
     points = grid_points(grid, base)
     out = Path(out).resolve()
     check_writable(out, "the sweep folder")
@@ -201,28 +206,37 @@ def _run_point(job) -> str | None:
     label = f"[{path.name}]"
     _RUNNING, _STOPPED = True, False
     try:
-        print(f"{label} {series[0]}..{series[-1]} starts: {shown(params)}", flush=True)
+        say(f"{label} {series[0]}..{series[-1]} starts: {shown(params)}")
         run_series(params, path, series=series, mode=mode, copy_from=copy_from,
-                   log=lambda *_: None, warn=lambda text: print(f"{label} {text}", file=sys.stderr))
+                   log=lambda *_: None, warn=lambda text: say(f"{label} {text}", sys.stderr))
         remove_in(path.parent, f"{path.name}/error.txt")  # an earlier failure's, now resolved
-        print(f"{label} {series[0]}..{series[-1]} done", flush=True)
+        say(f"{label} {series[0]}..{series[-1]} done")
         return None
     except KeyboardInterrupt:
-        print(f"{label} interrupted", flush=True)
+        say(f"{label} interrupted")
         raise
     except Exception as err:  # noqa: BLE001 - a failing point must not lose the others
         if _STOPPED:  # the stop broke something (an import half done): interrupted, not failed
-            print(f"{label} interrupted", flush=True)
+            say(f"{label} interrupted")
             raise KeyboardInterrupt from None
         try:
             write_bytes_atomic(path / "error.txt", "".join(traceback.format_exception(err))
                                .encode(), root=path.parent)
         except (OSError, MidilstmError) as why:  # a full disk, a link: the summary still says it
-            print(f"{label} error.txt not written: {one_line(why)}", file=sys.stderr, flush=True)
-        print(f"{label} failed: {one_line(err)}", flush=True)
+            say(f"{label} error.txt not written: {one_line(why)}", sys.stderr)
+        say(f"{label} failed: {one_line(err)}")
         return one_line(err)
     finally:
         _RUNNING = False
+
+
+def say(text: str, stream=None) -> None:
+    """``text`` as one line in one write (a line break in it shown as \\n): ``print`` writes
+    the text and its newline apart, and where the stream is unbuffered (PYTHONUNBUFFERED, -u)
+    another process's line lands between them, so two points' lines run together."""
+    stream = stream or sys.stdout
+    stream.write(str(text).replace("\r", "\\r").replace("\n", "\\n") + "\n")
+    stream.flush()
 
 
 def _summary_row(point: dict, path: Path, error: str | None) -> dict:
@@ -255,25 +269,5 @@ def write_summary(rows: list[dict], out: Path, grid_names: list[str]) -> Path:
     writer.writeheader()
     writer.writerows(rows)
     path = write_bytes_atomic(out / "summary.csv", buffer.getvalue().encode())
-    _plot_summary(rows, out, grid_names)
+    write_summary_png(rows, out, grid_names)
     return path
-
-
-def _plot_summary(rows, out: Path, grid_names):
-    """Validation NLL of every run (and the best baseline, when known), one bar per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .plots import save_png
-    ok = [r for r in rows if r["status"] == "ok" and "train.val_nll" in r]
-    varied = [n for n in grid_names if len({str(r.get(n)) for r in rows}) > 1] or grid_names
-    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(rows)), 3.5))
-    labels = ["\n".join(f"{n}={r.get(n)}" for n in varied) for r in ok]
-    ax.bar(range(len(ok)), [r["train.val_nll"] for r in ok], color="tab:blue")
-    ax.set_xticks(range(len(ok)), labels, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("validation NLL (nats/event)")
-    failed = len(rows) - len(ok)
-    ax.set_title(f"{len(ok)} runs" + (f", {failed} failed" if failed else ""))
-    save_png(fig, out / "summary.png", bbox_inches="tight")
