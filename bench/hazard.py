@@ -1,7 +1,8 @@
 """Why improvisations slid into a wash of held notes: the note-off hazard, model against music.
 
-For the default piece, one model with the lesson's inputs and one that reads its sounding notes
-(``ModelConfig.sounding_input``; both without the key input) are trained with
+For the default piece, three models are trained: one with the lesson's inputs, one that reads
+its sounding notes (``ModelConfig.sounding_input``) and one that also reads how long each has
+sounded (``age_input``), all three without the key input; each with
 ``TrainConfig(seed=...)``; each improvises ``--variations`` streams of ``--events`` events
 from the piece's first 30 (top-p 0.95, no texture limits, so that only the network decides
 when notes end). At every step, for every
@@ -32,7 +33,7 @@ from midilstm.codec import EventCodec
 from midilstm.data import split_pieces
 from midilstm.generate import Improviser
 from midilstm.sampling import SamplingConfig
-from midilstm.model import ModelConfig
+from midilstm.model import LESSON_INPUTS, ModelConfig
 from midilstm.music import default_piece
 from midilstm.sounding import held_before
 from midilstm.train import TrainConfig, train
@@ -40,6 +41,9 @@ from midilstm.train import TrainConfig, train
 AGE_EDGES_S = [0.0, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, np.inf]
 COUNT_EDGES = [0, 1, 2, 3, 4, 5, 6, 8, 12, 20, 1000]
 NO_LIMITS = SamplingConfig(top_p=0.95, max_note_s=0, max_polyphony=0)
+MODELS = {"lesson inputs": LESSON_INPUTS,  # name -> ModelConfig options
+          "sounding input": {**LESSON_INPUTS, "sounding_input": True},
+          "sounding + age": {**LESSON_INPUTS, "sounding_input": True, "age_input": True}}
 
 
 def music_hazard(events: np.ndarray) -> tuple[list, list, list]:
@@ -126,8 +130,8 @@ def main(argv=None) -> int:
     music_note, music_step = music_hazard(train_events[0])
     report = {"music": {"hazard_by_age": binned(music_note, AGE_EDGES_S),
                         "off_by_count": binned(music_step, COUNT_EDGES)}}
-    for name, told in (("lesson inputs", False), ("sounding input", True)):
-        config = ModelConfig(sizes=codec.sizes, sounding_input=told, key_input=False)
+    for name, told in MODELS.items():
+        config = ModelConfig(sizes=codec.sizes, **told)
         model = train(codec, train_codes, val_codes, TrainConfig(seed=args.seed), config,
                       progress=False).model
         per_note, per_step, sounding = model_hazard(model, codec, events[:30], args.events,
@@ -138,7 +142,7 @@ def main(argv=None) -> int:
                             teacher_forced_off(model, codec, val_codes[0]), COUNT_EDGES),
                         "sounding_by_100_events": [float(np.mean(sounding[i:i + 100]))
                                                    for i in range(0, len(sounding), 100)]}
-    names = ("lesson inputs", "sounding input")
+    names = tuple(MODELS)
     print("hazard: P(a sounding note ends at this event), by its age")
     print(f"{'age s':>12}{'music':>8}" + "".join(f"{n:>16}" for n in names))
     for i, (low, high, value, _) in enumerate(report["music"]["hazard_by_age"]):

@@ -6,17 +6,21 @@ from the MIDI files they are written to, against the real music's.
     OMP_NUM_THREADS=1 .venv/bin/python bench/texture.py --parts default,josquin
 
 The failure this measures: over a long improvisation the model stopped ending notes and the
-texture became a wash of held notes. Seven approaches, each a (model, sampling) pair; models
+texture became a wash of held notes. Nine approaches, each a (model, sampling) pair; models
 that differ only in sampling are trained once per seed and sampled under each config:
 
-* ``lesson inputs, fixed 5 s limit``: what shipped before (``sounding_input=False``,
-  ``key_input=False``, ``max_note_s=5``, no polyphony limit, top-p 0.95);
+* ``lesson inputs, fixed 5 s limit``: what shipped first (``LESSON_INPUTS``: no sounding, key
+  or age input; ``max_note_s=5``, no polyphony limit, top-p 0.95);
 * ``lesson inputs + learned limits``: the same model, limits learned from the codec;
 * ``sounding input + learned limits``: the model also reads the pitches sounding;
-* ``sounding + key input, no limits``: ... and the key profile, no limits;
-* ``sounding + key input + learned limits``: the new default (``ModelConfig(sizes=codec.sizes)``,
-  ``SamplingConfig(top_p=0.9)``); ``the new default at top-p 0.95``: the same at 0.95;
-* ``longer context (seq 256), fixed 5 s``: lesson inputs trained on 256-event sequences.
+* ``sounding + key input + learned limits``: ... and the key profile (the default before the
+  age input);
+* ``sounding + key + age input, no limits``: ... and each sounding note's age, no limits;
+* ``sounding + key + age input + learned limits``: the new default
+  (``ModelConfig(sizes=codec.sizes)``, ``SamplingConfig(top_p=0.9)``); ``the new default at
+  top-p 0.95``: the same at 0.95;
+* ``longer context (seq 256), fixed 5 s``: lesson inputs trained on 256-event sequences;
+* ``transformer, ...``: the Transformer with the new default's inputs (``--families``).
 
 All but the old default sample with top-p 0.9, 4 variations of 600 events from a 30-event
 primer (the piece's first events; for a set, the first held-out piece's), generation seed =
@@ -74,33 +78,35 @@ from midilstm.features import compare_with_ceiling, excerpts  # noqa: E402
 from midilstm.files import write_json_atomic  # noqa: E402
 from midilstm.generate import generate  # noqa: E402
 from midilstm.sampling import SamplingConfig  # noqa: E402
-from midilstm.model import ModelConfig  # noqa: E402
+from midilstm.model import LESSON_INPUTS, ModelConfig  # noqa: E402
 from midilstm.parse import read_midi  # noqa: E402
 from midilstm.train import TrainConfig, train  # noqa: E402
 
 PRIMER_EVENTS, N_EVENTS, N_VARIATIONS, TOP_P = 30, 600, 4, 0.9  # notebook 04's top-p
 EARLY, LATE, N_REAL = 64, 200, 50
 FS = 100  # piano-roll frames per second for the polyphony
-OLD, NEW = "lesson inputs, fixed 5 s limit", "sounding + key input + learned limits"
-TRANSFORMER = "transformer, sounding + key input + learned limits"
+OLD, NEW = "lesson inputs, fixed 5 s limit", "sounding + key + age input + learned limits"
+LAST = "sounding + key input + learned limits"  # the default before the age input
+TRANSFORMER = "transformer, sounding + key + age input + learned limits"
 FIXED_5S = {"max_note_s": 5.0, "max_polyphony": 0}
 # approach -> (model family, sampling limits); None-valued limits are learned from the codec
 APPROACHES = {
     OLD: ("lesson", {**FIXED_5S, "top_p": 0.95}),
     "lesson inputs + learned limits": ("lesson", {}),
     "sounding input + learned limits": ("sounding", {}),
-    "sounding + key input, no limits": ("told", {"max_note_s": 0, "max_polyphony": 0}),
-    NEW: ("told", {}),
-    "the new default at top-p 0.95": ("told", {"top_p": 0.95}),
+    LAST: ("told", {}),
+    "sounding + key + age input, no limits": ("aged", {"max_note_s": 0, "max_polyphony": 0}),
+    NEW: ("aged", {}),
+    "the new default at top-p 0.95": ("aged", {"top_p": 0.95}),
     "longer context (seq 256), fixed 5 s": ("long", FIXED_5S),
     TRANSFORMER: ("transformer", {}),
 }
 # family -> (ModelConfig options, training sequence length)
-LESSON_INPUTS = {"sounding_input": False, "key_input": False}
 TRANSFORMER_OPTIONS = {"arch": "transformer", "num_layers": 2}  # heads 4, context 128
 TRAIN_OPTIONS = {"transformer": {"lr": 3e-3}}  # the LSTM's 1e-2 leaves it at 5.9 nats, 3e-3 4.1
-FAMILIES = {"lesson": (LESSON_INPUTS, 64), "sounding": ({"key_input": False}, 64),
-            "told": ({}, 64), "long": (LESSON_INPUTS, 256),
+FAMILIES = {"lesson": (LESSON_INPUTS, 64),
+            "sounding": ({"key_input": False, "age_input": False}, 64),
+            "told": ({"age_input": False}, 64), "aged": ({}, 64), "long": (LESSON_INPUTS, 256),
             "transformer": (TRANSFORMER_OPTIONS, 64)}
 TARGETS = {"polyphony": (0.75, 1.33), "median_note_s": (0.5, 2.0), "p95_note_s": (0.5, 2.0)}
 MIN_SCALE = 0.8
@@ -425,7 +431,7 @@ def main(argv=None) -> int:
               f"{as_read['p95_note_s']:.3f} s", flush=True)
         families = [f for f in args.families.split(",") if f]
         todo = [(family, seed) for seed in range(seeds[part]) for family in families
-                if part != "bach" or family in ("lesson", "told", "transformer") or seed == 0]
+                if part != "bach" or family in ("lesson", "aged", "transformer") or seed == 0]
         jobs = []
         with ProcessPoolExecutor(args.workers) as pool:
             futures = [pool.submit(run_job, part, family, seed, args.bach_budget_s,

@@ -175,10 +175,11 @@ class Windows:
 
 def _held_before(corpus: Corpus, codec: EventCodec, pieces) -> Held:
     """What holds before each event of the corpus (``sounding.held_before``), for the given
-    pieces (others stay empty): (events, pitches) bools and (events, 12) float32 counts, 137
-    bytes an event."""
+    pieces (others stay empty): (events, pitches) bools, (events, 12) float32 counts and
+    (events, pitches) float32 ages, 493 bytes an event."""
     held = Held(np.zeros((len(corpus.events), codec.n_pitches), bool),
-                np.zeros((len(corpus.events), N_PITCH_CLASSES), np.float32))
+                np.zeros((len(corpus.events), N_PITCH_CLASSES), np.float32),
+                np.zeros((len(corpus.events), codec.n_pitches), np.float32))
     for i in pieces:
         start, end = corpus.offsets[i], corpus.offsets[i + 1]
         for whole, part in zip(held, held_before(codec.encode(corpus.piece(i)), codec.n_pitches)):

@@ -35,7 +35,7 @@ from .codec import EventCodec
 from .constants import INPUT_MODES
 from .errors import CheckpointError, CodecError, ParameterError
 from .files import write_bytes_atomic
-from .model import ModelConfig, build, expected_shapes
+from .model import LESSON_INPUTS, ModelConfig, build, expected_shapes
 
 FORMAT_VERSION = 1
 
@@ -258,8 +258,7 @@ def _model_config(path, raw: dict) -> ModelConfig:
             raise CheckpointError(path, f"model_config.{reprlib.repr(key)} is not a config field")
     if "sizes" not in raw:
         raise CheckpointError(path, "model_config.sizes is missing")
-    # saved before these fields existed: the lesson's inputs
-    raw = {"sounding_input": False, "key_input": False, **raw}
+    raw = {**LESSON_INPUTS, **raw}  # saved before these fields existed: the lesson's inputs
     try:  # ModelConfig checks every field's type and bounds before anything is sized
         return ModelConfig(**raw)
     except ParameterError as err:

@@ -363,6 +363,9 @@ def _add_batch_commands(commands, full: bool = True) -> None:
     train.add_argument("--key-input", action=argparse.BooleanOptionalAction,
                        default=model.key_input,
                        help="the LSTM also reads the key profile of the recent notes")
+    train.add_argument("--age-input", action=argparse.BooleanOptionalAction,
+                       default=model.age_input,
+                       help="the LSTM also reads how long each sounding note has sounded")
     train.set_defaults(handler=corpus_commands.train)
 
     generate.add_argument("--checkpoint", required=True, type=Path,

@@ -80,7 +80,7 @@ def train(args) -> int:
     config = CorpusTrainConfig(**{**options, "threads": args.threads or None})
     model_options = {name: getattr(args, name) for name in (
         "hidden_size", "num_layers", "dropout", "input_mode", "embedding_dim",
-        "sounding_input", "key_input")}
+        "sounding_input", "key_input", "age_input")}
     ModelConfig(sizes=(1, 1, 1), **{**CORPUS_MODEL, **model_options})  # refused before reading
     check_writable_file(args.out, "the checkpoint")  # before training, not at its first save
     init_distributed(args.device)

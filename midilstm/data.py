@@ -170,8 +170,8 @@ def transpose(sequences: np.ndarray, max_semitones: int, n_pitches: int,
               rng: np.random.Generator, before=None):
     """Shift each sequence's pitch classes by a random number of semitones in
     [-max_semitones, max_semitones], limited so that no pitch leaves the range. With ``before``
-    (a ``sounding.Held``: the pitches sounding, (n, n_pitches) bools, and the key counts, (n,
-    12), before each sequence) it returns ``(sequences, before)``, all shifted alike."""
+    (a ``sounding.Held``: the pitches sounding, (n, n_pitches) bools, the key counts, (n, 12),
+    and the ages, (n, n_pitches), before each sequence) it returns ``(sequences, before)``, all shifted alike."""
     if max_semitones <= 0:
         return sequences if before is None else (sequences, before)
     pitch = sequences[:, :, 0]
@@ -188,8 +188,8 @@ def transpose(sequences: np.ndarray, max_semitones: int, n_pitches: int,
     out[:, :, 0] += shift[:, None]
     if before is None:
         return out
-    return out, before._replace(sounding=_roll(before.sounding, shift),
-                                key=_roll(before.key, shift))
+    return out, before._replace(sounding=_roll(before.sounding, shift), key=_roll(before.key, shift),
+                                age=None if before.age is None else _roll(before.age, shift))
 
 
 def _roll(rows: np.ndarray, shift: np.ndarray) -> np.ndarray:

@@ -54,6 +54,7 @@ class Improviser:
         self.now_s = np.zeros(n_variations)  # time of the last event, per stream
         self.sounding_since = np.full((n_variations, codec.n_pitches), np.nan)  # onset or NaN
         self.key = np.zeros((n_variations, N_PITCH_CLASSES))  # decayed note-on counts
+        self.ages = np.zeros((n_variations, codec.n_pitches))  # events each pitch has sounded
         self.time_centers = np.concatenate([[0.0], codec.time_centers_s])
         self.sizes = np.array(codec.sizes, np.int64)
         self.splits = np.cumsum(codec.sizes)[:-1]
@@ -85,8 +86,9 @@ class Improviser:
         event is first replaced by a note-off for a note held longer than ``max_note_s``."""
         codes = np.ascontiguousarray(codes, dtype=np.int64)
         track_notes(codes, self.time_centers, self.knobs.max_note_s, self.now_s,
-                    self.sounding_since, self.key, KEY_DECAY, end_held)
-        self.logits = self.stepper.step(codes, self.sounding_since, self.key)  # its buffer
+                    self.sounding_since, self.key, KEY_DECAY, end_held, self.ages)
+        self.logits = self.stepper.step(codes, self.sounding_since, self.key,
+                                        self.ages)  # its buffer
         self.fed = True
         return codes
 

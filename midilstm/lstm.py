@@ -37,6 +37,7 @@ class NoteLSTM(EventModel):
         others zero), so the projection of a whole event is a sum of three rows. Generation
         uses this to step the network with lookups instead of matrix products. With
         ``sounding_input`` a table follows whose row p is what a sounding pitch p adds, and with
+        ``age_input`` one whose row p is what an age share of 1 of pitch p adds, and with
         ``key_input`` one whose row k is what a share of 1 of pitch class k adds.
         """
         weight = self.lstm.weight_ih_l0  # (4 * hidden, input_size)
@@ -47,12 +48,14 @@ class NoteLSTM(EventModel):
             vectors = torch.eye(n, device=weight.device) if self.embeddings is None else self.embeddings[i].weight
             tables.append(vectors @ block.T)
             start += width
-        if self.config.sounding_input:
-            vectors = (torch.eye(self.config.sizes[0], device=weight.device) if self.sounding_embedding is None
-                       else self.sounding_embedding.weight.T)
-            width = vectors.shape[1]
-            tables.append(vectors @ weight[:, start:start + width].T)
-            start += width
+        for told, embedding in ((self.config.sounding_input, self.sounding_embedding),
+                                (self.config.age_input, self.age_embedding)):
+            if told:  # one row per pitch: what it adds when sounding, or at an age share of 1
+                vectors = (torch.eye(self.config.sizes[0], device=weight.device)
+                           if embedding is None else embedding.weight.T)
+                width = vectors.shape[1]
+                tables.append(vectors @ weight[:, start:start + width].T)
+                start += width
         if self.config.key_input:
             tables.append(weight[:, start:].T)
         return tables

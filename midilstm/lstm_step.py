@@ -23,7 +23,7 @@ from numba import njit
 
 from .lstm_cell import layer_weights
 from .model import torch_threads
-from .sounding import key_shares
+from .sounding import age_share, key_shares
 
 BLAS_STREAMS = 8  # from this many streams on, matrix products beat the compiled loops
 # Sums may be reordered (vectorised); NaN and inf keep their meaning.
@@ -39,6 +39,7 @@ class LSTMWeights(NamedTuple):
     table_v: np.ndarray  # (velocities, 4*hidden)  the layer's bias on the pitch table
     table_t: np.ndarray  # (times, 4*hidden)
     table_s: np.ndarray  # (pitches or 0, 4*hidden): what each sounding pitch adds
+    table_a: np.ndarray  # (pitches or 0, 4*hidden): what each pitch's age share of 1 adds
     table_k: np.ndarray  # (12 or 0, 4*hidden): what each pitch class's key share adds
     w_ih: np.ndarray  # (max(layers-1, 1), 4*hidden, hidden): layers 1 and up
     w_hh: np.ndarray  # (layers, 4*hidden, hidden)
@@ -60,19 +61,22 @@ def lstm_weights(model) -> LSTMWeights:
     tables[0] += bias[0]  # the first layer's bias rides on the pitch table
     none = np.zeros((0, 4 * hidden), np.float32)  # a model that does not read them: no rows
     table_k = tables.pop() if model.config.key_input else none
+    table_a = tables.pop() if model.config.age_input else none
     table_s = tables.pop() if model.config.sounding_input else none
     w_ih = np.stack([f32(w) * column for w, _, _, _ in layers[1:]]
                     or [np.zeros((4 * hidden, hidden), np.float32)])
     w_hh = np.stack([f32(w) for _, w, _, _ in layers]) * column
-    return LSTMWeights(*map(np.ascontiguousarray, (*tables, table_s, table_k, w_ih, w_hh, bias,
-                                                   f32(model.head.weight), f32(model.head.bias))))
+    return LSTMWeights(*map(np.ascontiguousarray, (*tables, table_s, table_a, table_k, w_ih, w_hh,
+                                                   bias, f32(model.head.weight),
+                                                   f32(model.head.bias))))
 
 
 class LSTMStepper:
-    """The LSTM's step for ``n_streams`` streams: ``step(codes, sounding_since, key)`` advances
-    each stream by its event (codes (streams, 3); ``sounding_since`` (streams, pitches), NaN for
-    a silent pitch; ``key`` (streams, 12) decayed note-on counts, both after the event) and
-    returns the scores of the next event (streams, classes), a buffer the next step reuses."""
+    """The LSTM's step for ``n_streams`` streams: ``step(codes, sounding_since, key, ages)``
+    advances each stream by its event (codes (streams, 3); ``sounding_since`` (streams,
+    pitches), NaN for a silent pitch; ``key`` (streams, 12) decayed note-on counts; ``ages``
+    (streams, pitches) events each pitch has sounded, all after the event) and returns the
+    scores of the next event (streams, classes), a buffer the next step reuses."""
 
     def __init__(self, model, n_streams: int):
         self.weights = lstm_weights(model)
@@ -82,21 +86,26 @@ class LSTMStepper:
         self.c = np.zeros_like(self.h)
         self.logits = np.zeros((n_streams, sum(model.config.sizes)), np.float32)
 
-    def step(self, codes, sounding_since, key) -> np.ndarray:
+    def step(self, codes, sounding_since, key, ages) -> np.ndarray:
+        shares = age_share(np.asarray(ages, np.float32))  # the rule training reads them by
         if len(codes) < BLAS_STREAMS:
-            lstm_step(codes, self.h, self.c, self._packed, sounding_since, key, self.logits)
+            lstm_step(codes, self.h, self.c, self._packed, sounding_since, key, shares,
+                      self.logits)
         else:  # torch's products on one thread: numpy's OpenBLAS runs a thread per core, and on
             with torch_threads(1):  # a busy machine they spin-wait (64 streams 7-16x slower)
-                lstm_products(codes, self.h, self.c, self.weights, sounding_since, key,
+                lstm_products(codes, self.h, self.c, self.weights, sounding_since, key, shares,
                               self.logits)
         return self.logits
 
 
-def lstm_products(codes, h, c, w: LSTMWeights, sounding_since, key, logits) -> None:
-    """The step as matrix products over all streams (``lstm_step`` is the same as loops)."""
+def lstm_products(codes, h, c, w: LSTMWeights, sounding_since, key, age_shares, logits) -> None:
+    """The step as matrix products over all streams (``lstm_step`` is the same as loops);
+    ``age_shares``: ``sounding.age_share`` of the ages (streams, pitches), float32."""
     x = w.table_p[codes[:, 0]] + w.table_v[codes[:, 1]] + w.table_t[codes[:, 2]]
     if len(w.table_s):
         x += _times((~np.isnan(sounding_since)).astype(np.float32), w.table_s)
+    if len(w.table_a):
+        x += _times(np.ascontiguousarray(age_shares, np.float32), w.table_a)
     if len(w.table_k):
         x += _times(key_shares(key).astype(np.float32), w.table_k)
     for layer in range(len(w.w_hh)):
@@ -115,23 +124,23 @@ def _times(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, fastmath=_SUM_MATH)
-def lstm_step(codes, h, c, w, sounding_since, key, logits):
+def lstm_step(codes, h, c, w, sounding_since, key, age_shares, logits):
     """``lstm_products`` as loops, one stream after the other. ``w``: ``LSTMWeights``, or
     ``tuple(weights)``, a microsecond cheaper per call (numba types a plain tuple in C)."""
-    table_p, table_v, table_t, table_s, table_k, w_ih, w_hh, bias, head_w, head_b = w
+    table_p, table_v, table_t, table_s, table_a, table_k, w_ih, w_hh, bias, head_w, head_b = w
     layers, streams, hidden = h.shape
-    if not _shapes_agree(codes, h, c, w, sounding_since, key, logits):
+    if not _shapes_agree(codes, h, c, w, sounding_since, key, age_shares, logits):
         raise ValueError("lstm_step: the arrays' shapes disagree with the weights'")
     for b in range(streams):
         if not (0 <= codes[b, 0] < table_p.shape[0] and 0 <= codes[b, 1] < table_v.shape[0]
                 and 0 <= codes[b, 2] < table_t.shape[0]):
             raise ValueError("lstm_step: a code is outside its head's classes")
     gates = np.empty(4 * hidden, np.float32)
-    held = np.empty(table_s.shape[0], np.int64)
+    held = np.empty(max(table_s.shape[0], table_a.shape[0]), np.int64)
     shares = np.zeros(table_k.shape[0], np.float32)
     for b in range(streams):
         n_held = 0
-        for pitch in range(table_s.shape[0]):
+        for pitch in range(held.shape[0]):
             if not np.isnan(sounding_since[b, pitch]):
                 held[n_held] = pitch
                 n_held += 1
@@ -142,8 +151,11 @@ def lstm_step(codes, h, c, w, sounding_since, key, logits):
         # column instead strides across rows, and its speed then depends on where they lie).
         for j in range(4 * hidden):
             gates[j] = table_p[codes[b, 0], j] + table_v[codes[b, 1], j] + table_t[codes[b, 2], j]
-        for k in range(n_held):
-            _add_row(gates, 1.0, table_s[held[k]])
+        for k in range(n_held):  # a silent pitch's age share is 0: only the held ones add
+            if table_s.shape[0]:
+                _add_row(gates, 1.0, table_s[held[k]])
+            if table_a.shape[0]:
+                _add_row(gates, age_shares[b, held[k]], table_a[held[k]])
         for k in range(table_k.shape[0]):
             _add_row(gates, shares[k], table_k[k])
         for layer in range(layers):
@@ -163,15 +175,15 @@ def lstm_step(codes, h, c, w, sounding_since, key, logits):
 
 
 @njit(cache=True)
-def _shapes_agree(codes, h, c, w, sounding_since, key, logits):
-    table_p, table_v, table_t, table_s, table_k, w_ih, w_hh, bias, head_w, head_b = w
+def _shapes_agree(codes, h, c, w, sounding_since, key, age_shares, logits):
+    table_p, table_v, table_t, table_s, table_a, table_k, w_ih, w_hh, bias, head_w, head_b = w
     layers, streams, hidden = h.shape
     gates = 4 * hidden
     return (layers >= 1 and c.shape == h.shape and codes.shape[0] == streams
             and codes.shape[1] == 3
             and table_p.shape[1] == gates and table_v.shape[1] == gates
             and table_t.shape[1] == gates and table_s.shape[1] == gates
-            and table_k.shape[1] == gates
+            and table_a.shape[1] == gates and table_k.shape[1] == gates
             and w_ih.shape[0] >= layers - 1 and w_ih.shape[1] == gates
             and w_ih.shape[2] == hidden
             and w_hh.shape[0] == layers and w_hh.shape[1] == gates
@@ -181,6 +193,8 @@ def _shapes_agree(codes, h, c, w, sounding_since, key, logits):
             and logits.shape[0] == streams and logits.shape[1] == head_w.shape[0]
             and sounding_since.shape[0] == streams and key.shape[0] == streams
             and (table_s.shape[0] == 0 or table_s.shape[0] == sounding_since.shape[1])
+            and (table_a.shape[0] == 0 or (table_a.shape[0] == sounding_since.shape[1]
+                                           and age_shares.shape == sounding_since.shape))
             and (table_k.shape[0] == 0 or table_k.shape[0] == key.shape[1]))
 
 

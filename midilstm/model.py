@@ -16,9 +16,12 @@ sounding after each event (``midilstm.sounding``): 89 more 0/1 inputs (with embe
 sum through a learned ``embedding_dim``-wide table). Without them it must count its own
 note-ons and note-offs, and over a long improvisation it loses count and stops ending notes.
 With ``key_input`` (the default) it also reads the key profile of the notes struck lately: 12
-shares of the pitch classes. The heads: dropout and one linear layer. The model's state is
-``(body_state, held)``: the architecture's own (the LSTM's ``(h, c)``) and what holds after the
-last event read (``sounding.Held``: the pitches sounding, the key counts), so that a sequence
+shares of the pitch classes. With ``age_input`` (the default) it reads how long each sounding
+pitch has sounded: 89 more inputs, ``sounding.age_share`` of its age in events (with
+embeddings, their weighted sum through one more table). The heads: dropout and one linear
+layer. The model's state is ``(body_state, held)``: the architecture's own (the LSTM's ``(h,
+c)``) and what holds after the last event read (``sounding.Held``: the pitches sounding, the
+key counts, the ages), so that a sequence
 read in chunks (or generation) goes on where it stopped.
 """
 from __future__ import annotations
@@ -37,7 +40,12 @@ from .checks import is_int
 from .constants import (ARCHITECTURES, MAX_CLASSES, MAX_EMBEDDING)
 from .errors import ParameterError
 from .params import check_fields
-from .sounding import N_PITCH_CLASSES, Held, key_profiles, key_shares, sounding_flags
+from .sounding import (N_PITCH_CLASSES, Held, age_share, key_profiles, key_shares, note_ages,
+                       sounding_flags)
+
+
+# The lesson's inputs, the event alone: ``ModelConfig(sizes=..., **LESSON_INPUTS)``.
+LESSON_INPUTS = {"sounding_input": False, "key_input": False, "age_input": False}
 
 
 def build(config: "ModelConfig") -> nn.Module:
@@ -60,6 +68,7 @@ class ModelConfig:
     embedding_dim: int = 32  # per component, only for input_mode="embedding"
     sounding_input: bool = True  # also read which pitches sound (False: the lesson's inputs)
     key_input: bool = True  # also read the key profile of the recent notes (False: the lesson's)
+    age_input: bool = True  # also read how long each sounding note has sounded (False: lesson's)
     heads: int = 4  # transformer only: attention heads (they split hidden_size)
     context: int = 128  # transformer only: how many events back each event can see
 
@@ -110,6 +119,12 @@ class EventModel(nn.Module):
             input_size += config.embedding_dim  # the sum of the sounding pitches' rows
         elif config.sounding_input:
             input_size += config.sizes[0]  # one 0/1 input per pitch
+        self.age_embedding = None
+        if config.age_input and config.input_mode == "embedding":
+            self.age_embedding = nn.Linear(config.sizes[0], config.embedding_dim, bias=False)
+            input_size += config.embedding_dim
+        elif config.age_input:
+            input_size += config.sizes[0]  # one age share per pitch
         if config.key_input:
             input_size += N_PITCH_CLASSES  # the shares of the pitch classes lately struck
         self.input_size = input_size
@@ -130,19 +145,27 @@ class EventModel(nn.Module):
 
     def inputs(self, codes: torch.Tensor, before: Held | None = None):
         """The body's input for codes (batch, time, 3): the classes (``embed``), then, with
-        ``sounding_input``, the pitches sounding after each event, and with ``key_input`` the
-        key profile (``midilstm.sounding``). ``before``: what held before the first event
-        (``Held`` of (batch, pitches) bools and (batch, 12) counts; None or None fields:
-        nothing). Returns ``(inputs, Held after the last event)``."""
+        ``sounding_input``, the pitches sounding after each event, with ``age_input`` how long
+        each has sounded, and with ``key_input`` the key profile (``midilstm.sounding``).
+        ``before``: what held before the first event (``Held`` of (batch, pitches) bools,
+        (batch, 12) counts and (batch, pitches) ages; None or None fields: nothing). Returns
+        ``(inputs, Held after the last event)``."""
         x = self.embed(codes)
         before = before or Held(None, None)
         parts, after = [x], Held(None, None)
-        if self.config.sounding_input:
-            flags = sounding_flags(codes, self.config.sizes[0], before.sounding)
+        config = self.config
+        if config.sounding_input or config.age_input:
+            flags = sounding_flags(codes, config.sizes[0], before.sounding)
+            after = after._replace(sounding=flags[:, -1])
+        if config.sounding_input:
             held = flags.to(x.dtype)
             parts.append(held if self.sounding_embedding is None
                          else self.sounding_embedding(held))
-            after = after._replace(sounding=flags[:, -1])
+        if config.age_input:
+            ages = note_ages(flags, before)
+            shares = age_share(ages).to(x.dtype)
+            parts.append(shares if self.age_embedding is None else self.age_embedding(shares))
+            after = after._replace(age=ages[:, -1])
         if self.config.key_input:
             counts = key_profiles(codes, before.key)
             parts.append(key_shares(counts).to(x.dtype))
@@ -174,10 +197,11 @@ class TorchStepper:
     """Any architecture's incremental step: ``forward`` on one event per stream, with the state
     carried, on a frozen copy of the model (eval mode, no gradients, one CPU thread).
 
-    ``step(codes, sounding_since, key)`` advances every stream by ``codes`` (streams, 3) and
-    returns the scores of the next event (streams, classes of the three heads). The model keeps
-    its own account of the sounding pitches and the key, by the rules of ``midilstm.sounding``,
-    so the generator's (``sounding_since``, ``key``) are not needed here.
+    ``step(codes, sounding_since, key, ages)`` advances every stream by ``codes`` (streams, 3)
+    and returns the scores of the next event (streams, classes of the three heads). The model
+    keeps its own account of the sounding pitches, their ages and the key, by the rules of
+    ``midilstm.sounding``, so the generator's (``sounding_since``, ``key``, ``ages``) are not
+    needed here.
     """
 
     def __init__(self, model: EventModel, n_streams: int):
@@ -185,7 +209,7 @@ class TorchStepper:
         self.n_streams, self.state = n_streams, None
 
     @torch.no_grad()
-    def step(self, codes, sounding_since=None, key=None):
+    def step(self, codes, sounding_since=None, key=None, ages=None):
         with torch_threads(1):
             x = torch.as_tensor(codes, dtype=torch.long)[:, None]
             log_probs, self.state = self.model(x, self.state)

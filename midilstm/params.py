@@ -123,6 +123,7 @@ PARAMETERS: dict[str, Spec] = {
     "input_mode": Spec("str", (P03,), "how classes enter the LSTM", choices=INPUT_MODES),
     "sounding_input": Spec("bool", (P03,), "the LSTM also reads which pitches are sounding"),
     "key_input": Spec("bool", (P03,), "the LSTM also reads the key profile of the recent notes"),
+    "age_input": Spec("bool", (P03,), "the LSTM also reads how long each sounding note has sounded"),
     "dropout": Spec("float", (P03,), "dropout on the LSTM output", low=0, high=1, open_high=True),
     "seq_len": Spec("int", (P03,), "events per training sequence", low=1, high=100_000),
     "batch_size": Spec("int", (P03,), "sequences per optimiser step", low=1, high=4096),

@@ -19,7 +19,7 @@ from midilstm.errors import CheckpointError
 from midilstm.export import events_to_midi
 from midilstm.generate import generate
 from midilstm.lstm import NoteLSTM
-from midilstm.model import ModelConfig, expected_shapes
+from midilstm.model import LESSON_INPUTS, ModelConfig, expected_shapes
 from midilstm.train import TrainConfig, train
 
 EVENTS = random_walk_events(150, seed=3)
@@ -107,7 +107,7 @@ def test_an_unknown_format_is_refused(tmp_path):
                                 dict(input_mode="embedding", sounding_input=False, num_layers=2),
                                 dict(key_input=False),
                                 dict(input_mode="embedding", key_input=False),
-                                dict(sounding_input=False, key_input=False),
+                                dict(LESSON_INPUTS),
                                 dict(input_mode="embedding", sounding_input=False,
                                      key_input=False)])
 def test_expected_shapes_are_the_models_own(kw):
@@ -169,39 +169,33 @@ TAMPERED = {
                    p["model_config"].update(sizes=OTHER_SIZES)),
         r"model_state.embeddings.1.weight has shape \(17, 4\), but the codec's sizes "
         r"\(89, 128, 13\) call for \(128, 4\)"),
-    # the saved model reads the sounding pitches and the key: 3 * 4 embedding + 4 sounding
-    # + 12 key shares = 28 inputs
+    # the saved model reads the sounding pitches, their ages and the key: 3 * 4 embedding
+    # + 4 sounding + 4 ages + 12 key shares = 32 inputs
     "hidden size": (set_in("model_config", "hidden_size", 17),
-                    r"model_state.lstm.weight_ih_l0 has shape \(64, 28\), but "
-                    r"model_config.hidden_size 17 call for \(68, 28\)"),
+                    r"model_state.lstm.weight_ih_l0 has shape \(64, 32\), but "
+                    r"model_config.hidden_size 17 call for \(68, 32\)"),
     "embedding size": (set_in("model_config", "embedding_dim", 5),
                        r"embeddings.0.weight has shape \(89, 4\), but "
                        r"model_config.embedding_dim 5 call for \(89, 5\)"),
     "input mode": (set_in("model_config", "input_mode", "one_hot"),
-                   r"lstm.weight_ih_l0 has shape \(64, 28\), but the codec's sizes \(89, 17, 7\) and "
-                   r"model_config \(input_mode one_hot, sounding_input True, key_input True\) "
-                   r"call for \(64, 214\)"),
-    "sounding input off": (set_in("model_config", "sounding_input", False),
-                           r"lstm.weight_ih_l0 has shape \(64, 28\), but "
-                           r"model_config \(input_mode embedding, embedding_dim 4, sounding_input False, "
-                           r"key_input True\) call for \(64, 24\)"),
-    "sounding input dropped": (drop("model_config", "sounding_input"),  # read as an old file
-                               r"lstm.weight_ih_l0 has shape \(64, 28\), but "
-                               r"model_config \(input_mode embedding, embedding_dim 4, sounding_input False, "
-                           r"key_input True\) call for \(64, 24\)"),
-    "key input off": (set_in("model_config", "key_input", False),
-                      r"lstm.weight_ih_l0 has shape \(64, 28\), but "
-                      r"model_config \(input_mode embedding, embedding_dim 4, sounding_input True, "
-                          r"key_input False\) call for \(64, 16\)"),
-    "key input dropped": (drop("model_config", "key_input"),  # read as an old file
-                          r"lstm.weight_ih_l0 has shape \(64, 28\), but "
-                          r"model_config \(input_mode embedding, embedding_dim 4, sounding_input True, "
-                          r"key_input False\) call for \(64, 16\)"),
-    "both inputs dropped": (lambda p: (p["model_config"].pop("sounding_input"),
-                                       p["model_config"].pop("key_input")),
-                            r"lstm.weight_ih_l0 has shape \(64, 28\), but "
-                            r"model_config \(input_mode embedding, embedding_dim 4, sounding_input "
-                            r"False, key_input False\) call for \(64, 12\)"),
+                   r"lstm.weight_ih_l0 has shape \(64, 32\), but the codec's sizes \(89, 17, 7\) and "
+                   r"model_config \(input_mode one_hot, sounding_input True, key_input True, "
+                   r"age_input True\) call for \(64, 303\)"),
+    **{f"{told} input {how}": (change(f"{told}_input"),
+                               r"lstm.weight_ih_l0 has shape \(64, 32\), but model_config "
+                               r"\(input_mode embedding, embedding_dim 4, "
+                               + ", ".join(f"{name}_input {name != told}"
+                                           for name in ("sounding", "key", "age"))
+                               + rf"\) call for \(64, {32 - width}\)")
+       for told, width in (("sounding", 4), ("key", 12), ("age", 4))
+       for how, change in (("off", lambda key: set_in("model_config", key, False)),
+                           ("dropped", lambda key: drop("model_config", key)))},  # an old file
+    "all three inputs dropped": (lambda p: [p["model_config"].pop(f"{name}_input")
+                                            for name in ("sounding", "key", "age")],
+                                 r"lstm.weight_ih_l0 has shape \(64, 32\), but "
+                                 r"model_config \(input_mode embedding, embedding_dim 4, "
+                                 r"sounding_input False, key_input False, age_input False\) "
+                                 r"call for \(64, 12\)"),
     "sounding table dropped": (drop("model_state", "sounding_embedding.weight"),
                                r"model_state.sounding_embedding.weight is missing"),
     "sounding table too narrow": (lambda p: p["model_state"].update(

@@ -14,15 +14,17 @@ import numpy as np
 
 from helpers_model import fitted_codec, random_walk_events, tiny_model
 from midilstm.lstm_step import LSTMWeights, lstm_weights
+from midilstm.model import LESSON_INPUTS
 from midilstm.sounding import N_PITCH_CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = (5, 4, 3)
 
 
-def step_arrays(sizes=SIZES, layers=2, streams=2, hidden=6, sounding=True, key=True):
+def step_arrays(sizes=SIZES, layers=2, streams=2, hidden=6, sounding=True, key=True, age=True):
     """Arrays of the shapes and dtypes ``Improviser`` gives the kernels, by keyword (without
-    ``sounding`` or ``key``: the tables of a model that does not read them, with no rows)."""
+    ``sounding``, ``key`` or ``age``: the tables of a model that does not read them, with no
+    rows)."""
     rng = np.random.default_rng(0)
     outputs, gates = sum(sizes), 4 * hidden
 
@@ -32,6 +34,7 @@ def step_arrays(sizes=SIZES, layers=2, streams=2, hidden=6, sounding=True, key=T
     weights = LSTMWeights(table_p=f32(sizes[0], gates), table_v=f32(sizes[1], gates),
                           table_t=f32(sizes[2], gates),
                           table_s=f32(sizes[0] if sounding else 0, gates),
+                          table_a=f32(sizes[0] if age else 0, gates),
                           table_k=f32(N_PITCH_CLASSES if key else 0, gates),
                           w_ih=f32(max(layers - 1, 1), gates, hidden),
                           w_hh=f32(layers, gates, hidden), bias=f32(layers, gates),
@@ -42,6 +45,7 @@ def step_arrays(sizes=SIZES, layers=2, streams=2, hidden=6, sounding=True, key=T
                 logits=np.zeros((streams, outputs), np.float32),
                 probs=np.zeros((streams, outputs)),
                 sounding_since=np.full((streams, sizes[0]), np.nan),
+                ages=np.zeros((streams, sizes[0])), age_shares=np.zeros((streams, sizes[0]), np.float32),
                 key=rng.random((streams, N_PITCH_CLASSES)),
                 time_centers=np.linspace(0.0, 1.0, sizes[2]))
 
@@ -49,13 +53,15 @@ def step_arrays(sizes=SIZES, layers=2, streams=2, hidden=6, sounding=True, key=T
 def test_the_weights_of_a_real_model_have_the_shapes_the_kernel_checks():
     events = random_walk_events(60)
     codec = fitted_codec(events, n_time_bins=4)
-    for kw in (dict(num_layers=2), dict(sounding_input=False, key_input=False)):
+    for kw in (dict(num_layers=2), dict(LESSON_INPUTS),
+               dict(sounding_input=False)):
         model = tiny_model(codec, **kw)
         weights = lstm_weights(model)
         hidden, gates = model.config.hidden_size, 4 * model.config.hidden_size
         assert weights.table_p.shape == (codec.sizes[0], gates)
         assert weights.w_hh.shape == (model.config.num_layers, gates, hidden)
         assert weights.table_s.shape[0] == (codec.n_pitches if model.config.sounding_input else 0)
+        assert weights.table_a.shape[0] == (codec.n_pitches if model.config.age_input else 0)
         assert all(a.dtype == np.float32 and a.flags.c_contiguous for a in weights)
 
 
@@ -71,7 +77,8 @@ from midilstm.sounding import track_notes
 
 def lstm(a, codes, **weights):
     w = a["weights"]._replace(**weights)
-    lstm_step(codes, a["h"], a["c"], w, a["sounding_since"], a["key"], a["logits"])
+    lstm_step(codes, a["h"], a["c"], w, a["sounding_since"], a["key"], a["age_shares"],
+              a["logits"])
 
 def sample(a, **change):
     a = {**a, **change}
@@ -82,7 +89,7 @@ def sample(a, **change):
 
 def track(a, codes):
     track_notes(codes, a["time_centers"], 5.0, np.zeros(len(codes)), a["sounding_since"],
-                a["key"], 0.97, True)
+                a["key"], 0.97, True, a["ages"])
 
 GOOD = np.array([[4, 3, 2], [0, 0, 0]], np.int64)  # the largest and smallest class of each head
 BIG = step_arrays(sizes=(5, 4, 300))["weights"]  # the model's heads: more classes than the codec's
@@ -90,7 +97,9 @@ OTHER = step_arrays(hidden=7)["weights"]
 cases = {
     "valid codes, valid arrays": lambda: (lstm(step_arrays(), GOOD), sample(step_arrays()),
                                           track(step_arrays(), GOOD),
-                                          lstm(step_arrays(sounding=False, key=False), GOOD)),
+                                          lstm(step_arrays(sounding=False, key=False,
+                                                           age=False), GOOD),
+                                          lstm(step_arrays(sounding=False), GOOD)),
     "head_w with more rows than logits": lambda: lstm(step_arrays(), GOOD, head_w=BIG.head_w,
                                                       head_b=BIG.head_b),
     "a pitch code past the table": lambda: lstm(step_arrays(), np.array([[5, 0, 0], [0, 0, 0]])),
@@ -119,6 +128,13 @@ cases = {
     "track key for fewer streams": lambda: track({**step_arrays(), "key": np.ones((1, 12))},
                                                  GOOD),
     "track key without columns": lambda: track({**step_arrays(), "key": np.ones((2, 0))}, GOOD),
+    "table_a rows of the wrong width": lambda: lstm(step_arrays(), GOOD, table_a=OTHER.table_a),
+    "table_a for fewer pitches": lambda: lstm(step_arrays(), GOOD,
+                                              table_a=step_arrays(sizes=(3, 4, 3))["weights"].table_a),
+    "age shares for fewer streams": lambda: lstm(
+        {**step_arrays(), "age_shares": np.zeros((1, 5), np.float32)}, GOOD),
+    "track ages narrower than the pitches": lambda: track(
+        {**step_arrays(), "ages": np.zeros((2, 3))}, GOOD),
 }
 out = {}
 for name, case in cases.items():

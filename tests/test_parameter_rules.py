@@ -54,7 +54,7 @@ TAKERS = {
                      lambda v: CorpusTrainConfig(val_fraction=v)],
     **{name: [lambda v, n=name: ModelConfig(sizes=SIZES, **{n: v})]
        for name in ("arch", "hidden_size", "num_layers", "heads", "context", "input_mode",
-                    "sounding_input", "key_input", "dropout")},
+                    "sounding_input", "key_input", "age_input", "dropout")},
     **{name: [lambda v, n=name: TrainConfig(**{n: v}), lambda v, n=name: CorpusTrainConfig(**{n: v})]
        for name in ("seq_len", "batch_size", "epochs", "lr", "patience", "transpose_semitones",
                     "device")},

@@ -17,9 +17,10 @@ from midilstm.events import NOTE_DTYPE, make_events, notes_to_events, texture_li
 from midilstm.generate import Improviser, generate
 from midilstm.lstm_step import BLAS_STREAMS
 from midilstm.sampling import SamplingConfig
-from midilstm.sounding import (KEY_DECAY, N_PITCH_CLASSES, Held, held_before, key_profiles,
-                               key_shares, sounding_flags)
+from midilstm.sounding import (AGE_HALF_EVENTS, KEY_DECAY, N_PITCH_CLASSES, Held, age_share,
+                               held_before, key_profiles, key_shares, note_ages, sounding_flags)
 from midilstm.train import evaluate
+from midilstm.model import LESSON_INPUTS
 
 
 def random_codes(rng, shape, n_pitches=7, n_velocities=3, n_times=4, p_off=0.4):
@@ -58,7 +59,54 @@ def brute_force_key(codes, before=None):
     return np.array(rows, np.float64).reshape(len(codes), 12)
 
 
+def brute_force_ages(codes, n_pitches, before=None, before_age=None):
+    """Event by event, with a dict of the sounding pitches' ages: each event makes every
+    sounding note one event older, then an on of a silent pitch starts it at 0 (a restrike
+    keeps its age) and an off removes it. (T, P): the ages after each event, 0 if silent."""
+    ages = {} if before is None else {
+        p: (0 if before_age is None else int(before_age[p])) for p in np.flatnonzero(before)}
+    rows = []
+    for pitch, velocity, _ in codes.tolist():
+        ages = {p: a + 1 for p, a in ages.items()}
+        if velocity > 0:
+            ages.setdefault(pitch, 0)
+        else:
+            ages.pop(pitch, None)
+        rows.append([ages.get(p, 0) for p in range(n_pitches)])
+    return np.array(rows, np.float64).reshape(len(codes), n_pitches)
+
+
 # --- (1) the one rule, against a loop --------------------------------------------------------
+@pytest.mark.parametrize("with_before", [False, True])
+def test_note_ages_agree_with_a_loop_over_the_events(with_before):
+    rng = np.random.default_rng(21)
+    n_pitches, oldest = 7, 0.0
+    for trial in range(20):
+        batch, steps = int(rng.integers(1, 5)), int(rng.integers(1, 40))
+        codes = random_codes(rng, (batch, steps), n_pitches)
+        before = rng.random((batch, n_pitches)) < 0.4 if with_before else None
+        before_age = rng.integers(0, 30, (batch, n_pitches)) * before if with_before else None
+        held = None if before is None else Held(torch.as_tensor(before), None,
+                                                torch.as_tensor(before_age, dtype=torch.float32))
+        ages = note_ages(sounding_flags(torch.as_tensor(codes), n_pitches,
+                                        None if held is None else held.sounding), held)
+        assert ages.shape == (batch, steps, n_pitches) and ages.dtype == torch.float32
+        for b in range(batch):
+            expected = brute_force_ages(codes[b], n_pitches,
+                                        None if before is None else before[b],
+                                        None if before_age is None else before_age[b])
+            np.testing.assert_array_equal(ages[b].numpy(), expected, err_msg=f"trial {trial}")
+        oldest = max(oldest, float(ages.max()))
+    assert oldest >= 5  # notes do grow old in these streams
+
+
+def test_age_share_is_zero_when_struck_and_half_at_the_half_age():
+    ages = np.array([0.0, AGE_HALF_EVENTS, 3 * AGE_HALF_EVENTS, 1e6])
+    np.testing.assert_allclose(age_share(ages), [0.0, 0.5, 0.75, 1.0], atol=1e-5)
+    assert torch.equal(age_share(torch.as_tensor(ages)), torch.as_tensor(age_share(ages)))
+
+
+
 @pytest.mark.parametrize("with_before", [False, True])
 def test_sounding_flags_agree_with_a_loop_over_the_events(with_before):
     rng = np.random.default_rng(1)
@@ -139,10 +187,13 @@ def test_held_before_row_s_is_what_sounds_just_before_event_s():
         assert isinstance(held, Held)
         assert held.sounding.shape == (length, 9) and held.sounding.dtype == bool
         assert not held.sounding[0].any()
+        assert held.age.shape == (length, 9) and held.age.dtype == np.float32
         for s in range(length):
             expected = brute_force_sounding(codes[:s], 9)  # the events before s
             np.testing.assert_array_equal(held.sounding[s],
                                           expected[-1] if s else np.zeros(9, bool))
+            ages = brute_force_ages(codes[:s], 9)
+            np.testing.assert_array_equal(held.age[s], ages[-1] if s else np.zeros(9))
 
 
 def test_held_before_key_row_s_is_the_counts_struck_before_event_s():
@@ -507,9 +558,47 @@ def test_generation_steps_like_the_torch_model_with_the_key_input(kw, streams):
     assert np.abs(other.log_probs[0] - first.log_probs[0]).max() > 1e-3
 
 
+@pytest.mark.parametrize("streams", [3, BLAS_STREAMS])  # the compiled loops, numpy's products
+@pytest.mark.parametrize("kw", [dict(), dict(sounding_input=False, key_input=False),
+                                dict(input_mode="embedding", embedding_dim=6, num_layers=2)])
+def test_generation_steps_like_the_torch_model_with_the_age_input(kw, streams):
+    model = tiny_model(CODEC, seed=11, **kw)
+    assert model.config.age_input
+    improviser, seen, codes, expected, (_, held) = generate_and_replay(
+        model, streams, SamplingConfig(max_polyphony=0, max_note_s=2.0), seed=5)
+    assert improviser.stepper.weights.table_a.shape == (CODEC.n_pitches,
+                                                        4 * model.config.hidden_size)
+    # the ages the improviser tracked are the torch model's and a plain loop's
+    np.testing.assert_array_equal(improviser.ages, held.age.double().numpy())
+    np.testing.assert_array_equal(improviser.ages,
+                                  [brute_force_ages(c, CODEC.n_pitches)[-1] for c in codes.numpy()])
+    assert improviser.ages.max() >= 3  # some notes have sounded a while
+    assert_same_log_probs(seen, expected)
+    # the comparison can fail: the same weights blind to the ages give other numbers
+    width = CODEC.n_pitches if model.age_embedding is None else model.config.embedding_dim
+    start = class_width(model) + (width if model.config.sounding_input else 0)
+    blind_pitch = blind_pitch_log_probs(model, codes, start, width)
+    assert np.abs(blind_pitch[:, -1].numpy() - seen[-1][0]).max() > 1e-3
+
+
+def test_a_checkpoint_from_before_the_age_input_loads_without_it(tmp_path):
+    """Saved with the sounding and key inputs but before ``age_input`` existed: no ages."""
+    model = tiny_model(CODEC, seed=9, age_input=False)
+    path = Checkpoint(model=model, codec=CODEC).save(tmp_path / "new.pt")
+    payload = torch.load(path, weights_only=True)
+    del payload["model_config"]["age_input"]  # as written before the field existed
+    torch.save(payload, tmp_path / "old.pt")
+    loaded = load_checkpoint(tmp_path / "old.pt")
+    assert loaded.model.config == model.config and not loaded.model.config.age_input
+    improviser = Improviser(loaded.model, loaded.codec)
+    assert improviser.stepper.weights.table_a.shape == (0, 4 * model.config.hidden_size)
+    out = generate(loaded.model, loaded.codec, EVENTS[:10], n_events=30, seed=1)[0]
+    assert walk_notes(out)[:2] == (0, 0)
+
+
 @pytest.mark.parametrize("streams", [2, BLAS_STREAMS])
 def test_a_lesson_model_generates_like_its_torch_model_too(streams):
-    model = tiny_model(CODEC, seed=8, sounding_input=False, key_input=False)
+    model = tiny_model(CODEC, seed=8, **LESSON_INPUTS)
     improviser = Improviser(model, CODEC, seed=1, n_variations=streams)
     assert improviser.stepper.weights.table_s.shape == (0, 4 * model.config.hidden_size)
     assert improviser.stepper.weights.table_k.shape == (0, 4 * model.config.hidden_size)
@@ -618,7 +707,7 @@ def test_by_default_the_polyphony_is_the_training_musics():
 
 # --- (8) checkpoints saved before the sounding and key inputs -----------------------------------
 def test_an_old_checkpoint_without_the_fields_loads_as_the_lesson_model(tmp_path):
-    model = tiny_model(CODEC, seed=9, sounding_input=False, key_input=False)
+    model = tiny_model(CODEC, seed=9, **LESSON_INPUTS)
     path = Checkpoint(model=model, codec=CODEC).save(tmp_path / "new.pt")
     payload = torch.load(path, weights_only=True)
     assert payload["model_config"]["sounding_input"] is False

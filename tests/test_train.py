@@ -18,6 +18,7 @@ from midilstm.data import NO_VALIDATION
 from midilstm.errors import ParameterError
 from midilstm.sounding import N_PITCH_CLASSES, Held
 from midilstm.train import TrainConfig, evaluate, partial_path, train
+from midilstm.model import LESSON_INPUTS
 
 EVENTS = pattern_events(40)  # 320 events, a bar of 8 repeated
 CODEC = fitted_codec(EVENTS)
@@ -68,7 +69,7 @@ def test_learns_a_repeating_pattern_almost_perfectly(trained):
 
 
 def test_the_lesson_model_learns_the_pattern_too():
-    best = run(model_config=tiny_config(CODEC, sounding_input=False, key_input=False))
+    best = run(model_config=tiny_config(CODEC, **LESSON_INPUTS))
     assert best.model.lstm.input_size == sum(CODEC.sizes)
     val = evaluate(best.model, VAL)
     for head in HEADS:

@@ -56,7 +56,8 @@ def by_hand(model, x):
 def test_built_from_the_registry_with_the_shared_inputs_and_heads():
     model = transformer()
     assert isinstance(model, NoteTransformer)
-    assert model.project.in_features == sum(CODEC.sizes) + CODEC.sizes[0] + 12  # + sounding, key
+    assert model.project.in_features == sum(CODEC.sizes) + 2 * CODEC.sizes[0] + 12  # + sounding,
+    # ages, key
     assert model.head.out_features == sum(CODEC.sizes)
 
 
@@ -137,6 +138,6 @@ def test_a_checkpoint_whose_config_disagrees_with_its_weights_names_the_field(tm
     payload["model_config"]["hidden_size"] = 32  # 4 heads still divide it
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match=r"t.pt: model_state.project.weight has shape "
-                                              r"\(16, 323\), but model_config.hidden_size 32 "
-                                              r"call for \(32, 323\)"):
+                                              r"\(16, 412\), but model_config.hidden_size 32 "
+                                              r"call for \(32, 412\)"):
         load_checkpoint(path)
