@@ -24,12 +24,14 @@ hides and checks every way the two readers could part:
   time); system messages, and running status after anything but a channel message; anything
   ``smf`` refuses as corrupt or over ``ReadLimits`` (then ``read_midi`` gives the one-line
   reason); ticks past 32 bits (symusic's).
-* **Our rules.** symusic's notes become the note table ``pair_notes`` gives (ticks, track,
-  channel, pitch, velocity). For the common case (ticks per beat, type 0 or 1, no pedal, no
-  selection by program) one compiled pass (``fast_rules``) applies the steps of
-  ``parse._read_midi`` on ticks: ``Selection``, the pitch policy, zero-length notes,
-  ``strike_again``, ``notes_to_events``, with seconds through the tempo map by ``tempo``'s own
-  arithmetic, operation for operation. Ordering and merging by ticks is ordering and merging
+* **Our rules.** symusic's notes (read from its note lists' state in one ``np.frombuffer``,
+  ``fast_tracks``) with each note's MIDI track and channel are the note table ``pair_notes``
+  gives (ticks, track, channel, pitch, velocity). For the common case (ticks per beat, type 0
+  or 1, no pedal, no selection by program) one compiled pass (``fast_rules``) applies the
+  steps of ``parse._read_midi`` on ticks: ``Selection``, the pitch policy, zero-length notes,
+  ``strike_again`` (one pass by start), ``notes_to_events`` (a merge of the note-ons and the
+  sorted note-offs), with seconds through the tempo map by ``tempo``'s own arithmetic,
+  operation for operation. Ordering and merging by ticks is ordering and merging
   by seconds wherever every tick has its own second, which it checks (else the numpy steps
   decide). Otherwise the steps run from their homes: ``pairing._hold_by_pedal``,
   ``pairing._to_note_table`` (``tempo.file_timing``, each note's program), ``parse._select``,
@@ -74,7 +76,7 @@ from .fast_scan import (
     read_bytes,
     track_chunks,
 )
-from .fast_tracks import note_columns
+from .fast_tracks import symusic_notes
 from .parse import Selection
 from .smf import ReadLimits
 
@@ -129,7 +131,8 @@ def read_midi_fast(path, selection: Selection = Selection(), *,  # noqa: B008  a
     ``(result, reason)``, ``reason`` a key of ``NOT_READ`` or ``REASONS`` (``None`` when read).
     """
     try:
-        result, reason = _read_fast(Path(path), selection, limits)
+        result, reason = _read_fast(path if isinstance(path, Path) else Path(path),
+                                    selection, limits)
     except MidiInputError:
         result, reason = None, "no_notes"
     except MemoryError:
@@ -152,31 +155,30 @@ def _read_fast(path: Path, selection: Selection, limits: ReadLimits):
     layout = track_chunks(data)
     if layout is None:
         return None, "header"
-    midi_type, tpb, bounds = layout
+    midi_type, tpb, bounds, plain = layout
     if not bounds or len(bounds) > MAX_TRACKS or tpb == 0:
         return None, "header"
-    array = np.frombuffer(data, np.uint8)
-    starts = np.array([b[0] for b in bounds], np.int64)
-    ends = np.array([b[1] for b in bounds], np.int64)
     code, end_ticks, n_ons, tempos, programs, pedals, keys, dangling = scan(
-        array, starts, ends, limits.max_messages, META_RULE)
+        np.frombuffer(data, np.uint8), np.array(bounds, np.int64), limits.max_messages,
+        META_RULE)
     if code != OK:
         return None, code
     if n_ons > limits.max_notes:
         return None, LIMIT
     if n_ons == 0:
         return None, "no_notes"
-    # symusic refuses SMPTE divisions; it is asked for ticks only (seconds are ours below)
-    smf_bytes = (b"MThd" + struct.pack(">IHHh", 6, midi_type, len(bounds), max(tpb, 480))
-                 + b"".join(data[s - 8:e] for s, e in bounds))
+    if not (plain and tpb >= 480):  # symusic gets only the chunks read_midi reads
+        # symusic refuses SMPTE divisions; it is asked for ticks only (seconds are ours below)
+        data = (b"MThd" + struct.pack(">IHHh", 6, midi_type, len(bounds), max(tpb, 480))
+                + b"".join(data[s - 8:e] for s, e in bounds))
     try:
-        score = symusic.Score.from_midi(smf_bytes)
+        score = symusic.Score.from_midi(data)
     except Exception:  # noqa: BLE001  whatever symusic refuses, read_midi reads or refuses
         return None, "symusic"
-    columns = note_columns(score, keys, dangling, end_ticks)
-    if columns is None:
+    table = symusic_notes(score, keys, dangling, end_ticks)
+    if table is None:
         return None, "tracks"
-    events = apply_rules(path, columns, midi_type, tpb, len(bounds),
+    events = apply_rules(path, table, midi_type, tpb, len(bounds),
                          (tempos, programs, pedals, end_ticks), selection)
     return (FastParsed(events), None) if events is not None else (None, "no_notes")
 

@@ -1,8 +1,8 @@
 """The fast reader's rules (``midilstm.fast_reader``): ``parse._read_midi``'s steps after pairing.
 
-``apply_rules`` turns the note table in ticks (``fast_tracks``) into the events ``read_midi``
-gives. For the common case (ticks per beat, type 0 or 1, no pedal, no selection by program)
-one numba-compiled pass (``_compile_rules``) applies ``Selection``, the pitch policy,
+``apply_rules`` turns symusic's notes in ticks (``fast_tracks.symusic_notes``) into the events
+``read_midi`` gives. For the common case (ticks per beat, type 0 or 1, no pedal, no selection
+by program) one numba-compiled pass (``_compile_rules``) applies ``Selection``, the pitch policy,
 zero-length notes, ``strike_again`` and ``notes_to_events`` on ticks, with seconds through the
 tempo map by ``tempo``'s own arithmetic; otherwise the steps run from their homes
 (``pairing._hold_by_pedal``, ``pairing._to_note_table`` with ``tempo.file_timing``,
@@ -10,6 +10,7 @@ tempo map by ``tempo``'s own arithmetic; otherwise the steps run from their home
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,22 +18,23 @@ import numpy as np
 
 from .constants import DRUM_CHANNEL
 from .events import EVENT_DTYPE, notes_to_events, strike_again
+from .fast_tracks import as_words, columns_of
 from .pairing import _hold_by_pedal, _to_note_table
 from .parse import Selection, _apply_pitch_policy, _select
 from .tempo import file_timing
 
 
-def apply_rules(path: Path, columns: dict, midi_type: int, tpb: int, n_tracks: int, scanned,
+def apply_rules(path: Path, table: tuple, midi_type: int, tpb: int, n_tracks: int, scanned,
                 selection: Selection):
-    """The events ``parse._read_midi``'s rules make of ``columns`` (``fast_tracks``), or
-    ``None`` if no note is left. ``scanned`` is what ``fast_scan`` found: ``(tempos, programs,
-    pedals, end_ticks)``."""
+    """The events ``parse._read_midi``'s rules make of ``table`` (``(notes, track, channel)``
+    from ``fast_tracks.symusic_notes``), or ``None`` if no note is left. ``scanned`` is what
+    ``fast_scan`` found: ``(tempos, programs, pedals, end_ticks)``."""
     tempos, programs, pedals, end_ticks = scanned
-    if (tpb > 0 and midi_type != 2 and not selection.sustain_pedal
-            and selection.programs is None and not (tempos[:, 2] == 0).any()):
-        events = _fused_rules(columns, tempos, tpb, n_tracks, selection)
+    if tpb > 0 and midi_type != 2 and not selection.sustain_pedal and selection.programs is None:
+        events = _fused_rules(table, tempos, tpb, n_tracks, selection)
         if events is not None:
             return events if len(events) else None
+    columns = columns_of(*table)
     per_track = midi_type == 2
     timing_midi = _Midi(midi_type, tpb, [None] * n_tracks)
     timing_scan = _Scan([tuple(row) for row in tempos.tolist()], end_ticks)
@@ -54,17 +56,29 @@ def apply_rules(path: Path, columns: dict, midi_type: int, tpb: int, n_tracks: i
     return notes_to_events(notes)
 
 
-def _fused_rules(columns, tempos, tpb: int, n_tracks: int, selection: Selection):
+def _fused_rules(table, tempos, tpb: int, n_tracks: int, selection: Selection):
     """The rules after pairing in one compiled pass, for the common case (ticks per beat, type
     0 or 1, no pedal, no selection by program): the events, empty if no note is left, or
-    ``None`` if the tempo map could give two ticks one second (then the numpy steps of
-    ``apply_rules`` decide). Every step is the one of ``parse._read_midi``, on ticks instead
-    of seconds: a tempo map that gives every tick its own second orders, compares and merges
+    ``None`` if a tempo is 0 or the tempo map could give two ticks one second (then the numpy
+    steps of ``apply_rules`` decide). Every step is the one of ``parse._read_midi``, on ticks
+    instead of seconds: a tempo map that gives every tick its own second orders, compares and merges
     notes by ticks exactly as by seconds; the seconds are ``tempo``'s arithmetic, operation for
     operation (``_tempo_map``)."""
     kernel = _load_rules()
     if kernel is None:
         return None
+    channels, tracks, drums = _selection_masks(selection, n_tracks)
+    notes, track, channel = table
+    # the notes as int32 words, three a note: numba's cache never matches a structured array
+    # argument (it would compile the kernel again in every process)
+    return kernel(as_words(notes), track, channel, tempos, tpb, channels, tracks, drums,
+                  selection.pitch_low, selection.pitch_high, selection.out_of_range == "fold")
+
+
+@functools.lru_cache(maxsize=256)
+def _selection_masks(selection: Selection, n_tracks: int):
+    """The channels and tracks ``selection`` keeps, as masks, and whether it keeps drums: the
+    same for every file of a collection, so made once (read-only: they are shared)."""
     channels = np.zeros(16, np.bool_)
     channels[list(selection.channels) if selection.channels is not None else slice(None)] = True
     tracks = np.zeros(n_tracks, np.bool_)
@@ -72,18 +86,10 @@ def _fused_rules(columns, tempos, tpb: int, n_tracks: int, selection: Selection)
         tracks[:] = True
     else:
         tracks[[t for t in selection.tracks if t < n_tracks]] = True
+    channels.flags.writeable = tracks.flags.writeable = False
     drums = selection.include_drums or (selection.channels is not None
                                         and DRUM_CHANNEL in selection.channels)
-    result = kernel(columns["start"], columns["end"], columns["track"], columns["channel"],
-                    columns["pitch"], columns["velocity"], tempos[:, 0].copy(),
-                    tempos[:, 2].copy(), tpb, channels, tracks, drums, selection.pitch_low,
-                    selection.pitch_high, selection.out_of_range == "fold")
-    if result is None:
-        return None
-    pitch, velocity, delta = result
-    events = np.empty(len(pitch), EVENT_DTYPE)
-    events["pitch"], events["velocity"], events["delta_s"] = pitch, velocity, delta
-    return events
+    return channels, tracks, bool(drums)
 
 
 @dataclass
@@ -100,6 +106,10 @@ class _Scan:  # what tempo.file_timing reads of a MessageScan
 
 
 _rules_function = None
+# Sorting: numba's quicksort is 2-3x faster than its mergesort, but it has no fallback from a
+# bad pivot, so a crafted file could make it quadratic; above this many notes, mergesort. Every
+# key sorted here is unique, or its ties do not change the result, so both give the same events.
+QUICKSORT_MAX = 4096
 
 
 def _load_rules():
@@ -115,21 +125,33 @@ def _load_rules():
 def _compile_rules():
     from numba import njit
 
+    # The helpers (``_nb_*``) are module globals, not closure cells of ``rules``: numba's
+    # cache keys a function by the pickle of its closure's cells, which differs in every
+    # process, so a closure would be compiled again in every process (4-17 s on this VM).
+    global _nb_order_of, _nb_tempo_map, _nb_select, _nb_own_seconds, _nb_strike, _nb_to_events
+
     @njit(cache=True)
-    def rules(start, end, track, channel, pitch, velocity, tempo_ticks, tempo_us, tpb,
-              channels, tracks, drums, low, high, fold):
-        # -- the tempo map, as tempo._tempo_map: stable by tick, the last at one tick wins
-        order = np.argsort(tempo_ticks, kind="mergesort")
+    def _nb_order_of(key):
+        if len(key) <= QUICKSORT_MAX:
+            return np.argsort(key)
+        return np.argsort(key, kind="mergesort")
+
+    @njit(cache=True)
+    def _nb_tempo_map(tempos, tpb):
+        """``tempo._nb_tempo_map``'s segments ``(first tick, seconds per tick, seconds at the
+        first tick)``: stable by tick, the last change at one tick wins, 500,000 us per beat
+        from tick 0 unless a change is there."""
+        order = np.argsort(tempos[:, 0], kind="mergesort")
         n_t = len(order)
         ct = np.empty(n_t + 1, np.int64)
         cu = np.empty(n_t + 1, np.int64)
         m = 0
         for j in range(n_t):
             i = order[j]
-            if j + 1 < n_t and tempo_ticks[order[j + 1]] == tempo_ticks[i]:
+            if j + 1 < n_t and tempos[order[j + 1], 0] == tempos[i, 0]:
                 continue
-            ct[m] = tempo_ticks[i]
-            cu[m] = tempo_us[i]
+            ct[m] = tempos[i, 0]
+            cu[m] = tempos[i, 2]
             m += 1
         if m == 0 or ct[0] != 0:
             for j in range(m, 0, -1):
@@ -138,7 +160,6 @@ def _compile_rules():
             ct[0] = 0
             cu[0] = 500000
             m += 1
-        ct, cu = ct[:m], cu[:m]
         spt = np.empty(m, np.float64)
         for j in range(m):
             spt[j] = np.float64(cu[j]) / 1e6 / tpb
@@ -147,80 +168,121 @@ def _compile_rules():
         for j in range(1, m):
             acc += np.float64(ct[j] - ct[j - 1]) * spt[j - 1]
             cs[j] = acc
-        # -- Selection (parse._select), then the pitch policy (_apply_pitch_policy)
-        n = len(start)
-        keep = np.zeros(n, np.bool_)
-        p = pitch.copy()
+        return ct[:m], spt, cs
+
+    @njit(cache=True)
+    def _nb_select(words, track, channel, channels, tracks, drums, low, high, fold):
+        """``parse._nb_select``, the pitch policy (``_apply_pitch_policy``) and zero-length notes
+        dropped: the kept notes' (start, end, pitch, velocity), as int64. ``words``: each note's
+        ``NOTE_LAYOUT`` as 3 little-endian int32 (time, duration, then pitch and velocity in
+        the low two bytes)."""
+        n = len(words)
+        s = np.empty(n, np.int64)
+        e = np.empty(n, np.int64)
+        p = np.empty(n, np.int64)
+        v = np.empty(n, np.int64)
+        k = 0
         for i in range(n):
             c = channel[i]
-            if c == 9 and not drums:
+            if (c == 9 and not drums) or not channels[c] or not tracks[track[i]]:
                 continue
-            if not channels[c] or not tracks[track[i]]:
-                continue
-            if p[i] < low or p[i] > high:
+            q = np.int64(words[i, 2] & 0xFF)
+            if q < low or q > high:
                 if not fold:
                     continue
-                if p[i] < low:
-                    p[i] += 12 * ((low - p[i] + 11) // 12)
+                if q < low:
+                    q += 12 * ((low - q + 11) // 12)
                 else:
-                    p[i] -= 12 * ((p[i] - high + 11) // 12)
-            if end[i] <= start[i]:  # zero length (ticks as seconds: checked below)
+                    q -= 12 * ((q - high + 11) // 12)
+            if words[i, 1] <= 0:  # zero length (ticks as seconds: checked by own_seconds)
                 continue
-            keep[i] = True
-        idx = np.flatnonzero(keep)
-        k = len(idx)
-        s, e, pp, v = start[idx], end[idx], p[idx], velocity[idx]
+            s[k] = words[i, 0]
+            e[k] = s[k] + words[i, 1]
+            p[k], v[k] = q, (words[i, 2] >> 8) & 0xFF
+            k += 1
+        return s[:k], e[:k], p[:k], v[:k]
+
+    @njit(cache=True)
+    def _nb_own_seconds(ct, spt, cs, e):
+        """Whether every tick up to the last note's end has its own second: the smallest step
+        must stay above the rounding at the end."""
+        m = len(ct)
         top = 0
-        for i in range(k):
+        for i in range(len(e)):
             top = max(top, e[i])
-        # every tick its own second: the smallest step must stay above the rounding at the end
-        seconds_top = cs[m - 1] + np.float64(top - ct[m - 1]) * spt[m - 1] if top > ct[m - 1] \
-            else cs[m - 1]
+        seconds_top = cs[m - 1] + np.float64(top - ct[m - 1]) * spt[m - 1] \
+            if top > ct[m - 1] else cs[m - 1]
         for j in range(m):
             if spt[j] <= 8.0 * 2.220446049250313e-16 * max(seconds_top, 1.0):
-                return None
-        # -- strike_again: by (pitch, start, longest first); one key struck twice at once is one
-        # note (the longest, the loudest velocity); a key struck again ends the earlier note
-        o1 = np.argsort(-e, kind="mergesort")
-        key = pp[o1] * np.int64(2**32) + s[o1]
-        o = o1[np.argsort(key, kind="mergesort")]
+                return False
+        return True
+
+    @njit(cache=True)
+    def _nb_strike(s, e, p, v):
+        """``strike_again`` in one pass by (start, pitch): one key struck twice at once is one
+        note (the longest, the loudest velocity); a key struck again ends the earlier note. By
+        start, every note of a key at one start comes before its next start, so each key's
+        latest note is complete when the next one comes. The notes come in (start, pitch)
+        order, as ``strike_again`` gives them."""
+        k = len(s)
+        o = _nb_order_of(s * 128 + p)  # ties (one key, one start) merge: their order is no matter
         ns = np.empty(k, np.int64)
         ne = np.empty(k, np.int64)
         npi = np.empty(k, np.int64)
         nv = np.empty(k, np.int64)
+        latest = np.full(128, -1, np.int64)  # each pitch's latest note
         g = 0
         for j in range(k):
             i = o[j]
-            if g > 0 and npi[g - 1] == pp[i] and ns[g - 1] == s[i]:
-                nv[g - 1] = max(nv[g - 1], v[i])
+            last = latest[p[i]]
+            if last >= 0 and ns[last] == s[i]:
+                ne[last] = max(ne[last], e[i])
+                nv[last] = max(nv[last], v[i])
                 continue
-            ns[g], ne[g], npi[g], nv[g] = s[i], e[i], pp[i], v[i]
+            if last >= 0 and ne[last] > s[i]:
+                ne[last] = s[i]
+            ns[g], ne[g], npi[g], nv[g] = s[i], e[i], p[i], v[i]
+            latest[p[i]] = g
             g += 1
-        for j in range(g - 1):
-            if npi[j + 1] == npi[j] and ne[j] > ns[j + 1]:
-                ne[j] = ns[j + 1]
-        # -- notes_to_events: by time, offs before ons, then pitch; deltas of the seconds
-        times = np.empty(2 * g, np.int64)
-        ekey = np.empty(2 * g, np.int64)
-        for j in range(g):
-            times[j] = ns[j]
-            times[g + j] = ne[j]
-            ekey[j] = (ns[j] * 2 + 1) * 128 + npi[j]
-            ekey[g + j] = (ne[j] * 2) * 128 + npi[j]
-        eo = np.argsort(ekey, kind="mergesort")
-        out_pitch = np.empty(2 * g, np.int16)
-        out_velocity = np.empty(2 * g, np.int16)
-        out_delta = np.empty(2 * g, np.float64)
+        return ns[:g], ne[:g], npi[:g], nv[:g]
+
+    @njit(cache=True)
+    def _nb_to_events(ns, ne, npi, nv, ct, spt, cs):
+        """``notes_to_events``: by time, offs before ons, then pitch; the note-ons are in that
+        order already, the note-offs are sorted (unique: one key's notes never end together
+        once struck again), and the two are merged. The deltas are of the seconds, each tick
+        through the tempo map's segment that holds it."""
+        g = len(ns)
+        offs = _nb_order_of(ne * 128 + npi)
+        events = np.empty(2 * g, EVENT_DTYPE)
+        a = b = c = 0  # the next note-on, the next note-off, the tempo segment
         previous = 0.0
         for j in range(2 * g):
-            i = eo[j]
-            tick = times[i]
-            c = np.searchsorted(ct, tick, side="right") - 1
+            if b < g and (a == g or ne[offs[b]] <= ns[a]):
+                tick, pitch, velocity = ne[offs[b]], npi[offs[b]], 0
+                b += 1
+            else:
+                tick, pitch, velocity = ns[a], npi[a], nv[a]
+                a += 1
+            while c + 1 < len(ct) and ct[c + 1] <= tick:
+                c += 1
             now = cs[c] + np.float64(tick - ct[c]) * spt[c]
-            out_pitch[j] = npi[i % g] if i >= g else npi[i]
-            out_velocity[j] = nv[i] if i < g else 0
-            out_delta[j] = now - previous if j > 0 else now - 0.0
+            events[j]["pitch"] = pitch
+            events[j]["velocity"] = velocity
+            events[j]["delta_s"] = now - previous
             previous = now
-        return out_pitch, out_velocity, out_delta
+        return events
+
+    @njit(cache=True)
+    def rules(words, track, channel, tempos, tpb, channels, tracks, drums, low, high, fold):
+        for j in range(len(tempos)):
+            if tempos[j, 2] == 0:  # a tempo of 0: the numpy steps (tempo's warnings) decide
+                return None
+        ct, spt, cs = _nb_tempo_map(tempos, tpb)
+        s, e, p, v = _nb_select(words, track, channel, channels, tracks, drums, low, high, fold)
+        if not _nb_own_seconds(ct, spt, cs, e):
+            return None
+        ns, ne, npi, nv = _nb_strike(s, e, p, v)
+        return _nb_to_events(ns, ne, npi, nv, ct, spt, cs)
 
     return rules

@@ -49,8 +49,10 @@ def read_bytes(path: Path, max_bytes: int):
 
 
 def track_chunks(data: bytes):
-    """``(type, division, [(body start, body end)] of the MTrk chunks read_midi reads)`` or
-    ``None`` where it would refuse the file (as ``smf._standard_file``/``_standard_chunks``)."""
+    """``(type, division, [(body start, body end)] of the MTrk chunks read_midi reads, plain)``
+    or ``None`` where it would refuse the file (as ``smf._standard_file``/``_standard_chunks``).
+    ``plain``: the file is nothing but a 6-byte header and those chunks, so symusic can be given
+    its bytes as they are."""
     if data[:4] == b"RIFF" and data[8:12] == b"RMID" and b"MThd" in data:
         offset = data.index(b"MThd")
     elif data[:4] == b"MThd":
@@ -63,6 +65,7 @@ def track_chunks(data: bytes):
     if header_size < 6 or ntrks == 0:
         return None
     pos, bounds = offset + 8 + header_size, []
+    plain = offset == 0 and header_size == 6
     while pos + 8 <= len(data):
         kind = data[pos:pos + 4]
         size = struct.unpack(">I", data[pos + 4:pos + 8])[0]
@@ -72,13 +75,18 @@ def track_chunks(data: bytes):
             if pos + 8 + size > len(data):
                 return None  # truncated
             bounds.append((pos + 8, pos + 8 + size))
+        else:
+            plain = False
         pos += 8 + size
     if len(bounds) < ntrks:
         return None
-    return midi_type, tpb, bounds
+    return midi_type, tpb, bounds, plain and pos == len(data)
 
 
 _scan_function = None
+
+
+NO_KEYS = np.zeros((0, 2), np.int64)  # the first pass collects no key's messages
 
 
 def load_scan():
@@ -95,8 +103,13 @@ def load_scan():
 def _compile_scan():
     from numba import njit
 
+    # ``_nb_grow`` and ``_nb_scan`` are module globals, not closure cells: numba's cache keys
+    # a function by the pickle of its closure's cells, which differs in every process, so a
+    # closure would be compiled again in every process (4-17 s measured on this VM).
+    global _nb_grow, _nb_scan
+
     @njit(cache=True)
-    def grow(rows, n):
+    def _nb_grow(rows, n):
         if n < rows.shape[0]:
             return rows
         bigger = np.empty((2 * rows.shape[0], rows.shape[1]), np.int64)
@@ -104,13 +117,15 @@ def _compile_scan():
         return bigger
 
     @njit(cache=True)
-    def scan(data, starts, ends, max_messages, meta_rule, collect):
+    def _nb_scan(data, chunks, max_messages, meta_rule, collect):
         """Every message of every track once, decoded as ``smf._decode_track`` decodes (mido's
-        way): ``(code, end_ticks, note-ons, tempos, programs, pedals, keys)``, each table with
-        its row count; code ``OK`` (0) or why the fast path must not read the file. The note
-        messages of the keys ``collect`` names ((track, channel * 128 + pitch) rows, by track)
-        come in ``dangling``; ``open_keys`` names the keys where a note-on is never ended."""
-        n_tracks = len(starts)
+        way): ``(code, end_ticks, note-ons, tempos, programs, pedals, keys, dangling,
+        open_keys)``, each table cut to its rows; code ``OK`` (0) or why the fast path must not
+        read the file. ``chunks``: each track's (body start, body end). The note messages of
+        the keys ``collect`` names ((track, channel * 128 + pitch) rows, by track) come in
+        ``dangling`` (a pass with ``collect`` decodes only those keys' tracks); ``open_keys``
+        names the keys where a note-on is never ended."""
+        n_tracks = len(chunks)
         end_ticks = np.zeros(n_tracks, np.int64)
         tempos = np.empty((4, 3), np.int64)  # tick, track, us per beat
         programs = np.empty((4, 5), np.int64)  # tick, track, order, channel, program
@@ -132,7 +147,7 @@ def _compile_scan():
         n_ons = 0
         code = 0
         for t in range(n_tracks):
-            pos, end = starts[t], ends[t]
+            pos, end = chunks[t, 0], chunks[t, 1]
             status, tick, order, n_touched, n_open = -1, 0, 0, 0, 0
             instrument[:] = 0
             first = ci
@@ -140,6 +155,8 @@ def _compile_scan():
                 want[collect[ci, 1]] = True
                 ci += 1
             collecting = ci > first
+            if len(collect) and not collecting:  # a pass for those keys: their tracks only
+                continue
             while pos < end:
                 if n_messages >= max_messages:
                     code = 4
@@ -192,7 +209,7 @@ def _compile_scan():
                         pos += 1
                         if high == 0xC0:
                             if n_programs >= programs.shape[0]:
-                                programs = grow(programs, n_programs)
+                                programs = _nb_grow(programs, n_programs)
                             programs[n_programs, 0] = tick
                             programs[n_programs, 1] = t
                             programs[n_programs, 2] = order
@@ -210,7 +227,7 @@ def _compile_scan():
                         if collecting and (high == 0x90 or high == 0x80) \
                                 and want[channel * 128 + a]:
                             if n_dangling >= dangling.shape[0]:
-                                dangling = grow(dangling, n_dangling)
+                                dangling = _nb_grow(dangling, n_dangling)
                             dangling[n_dangling, 0] = tick
                             dangling[n_dangling, 1] = t
                             dangling[n_dangling, 2] = channel
@@ -233,7 +250,7 @@ def _compile_scan():
                                 n_open -= 1
                         elif high == 0xB0 and a == 64:
                             if n_pedals >= pedals.shape[0]:
-                                pedals = grow(pedals, n_pedals)
+                                pedals = _nb_grow(pedals, n_pedals)
                             pedals[n_pedals, 0] = tick
                             pedals[n_pedals, 1] = t
                             pedals[n_pedals, 2] = order
@@ -285,7 +302,7 @@ def _compile_scan():
                                 code = 1
                                 break
                             if n_tempos >= tempos.shape[0]:
-                                tempos = grow(tempos, n_tempos)
+                                tempos = _nb_grow(tempos, n_tempos)
                             tempos[n_tempos, 0] = tick
                             tempos[n_tempos, 1] = t
                             tempos[n_tempos, 2] = (np.int64(data[start]) << 16) \
@@ -314,7 +331,7 @@ def _compile_scan():
             for i in range(n_touched):
                 k = mine[i]
                 if n_keys >= keys.shape[0]:
-                    keys = grow(keys, n_keys)
+                    keys = _nb_grow(keys, n_keys)
                 keys[n_keys, 0] = t
                 keys[n_keys, 1] = k // 128
                 keys[n_keys, 2] = k % 128
@@ -327,21 +344,21 @@ def _compile_scan():
                 for k in range(2048):
                     if sounding[k] > 0:
                         if n_open_keys >= open_keys.shape[0]:
-                            open_keys = grow(open_keys, n_open_keys)
+                            open_keys = _nb_grow(open_keys, n_open_keys)
                         open_keys[n_open_keys, 0] = t
                         open_keys[n_open_keys, 1] = k
                         n_open_keys += 1
                         sounding[k] = 0
-        return (code, end_ticks, n_ons, tempos, n_tempos, programs, n_programs, pedals,
-                n_pedals, keys, n_keys, dangling, n_dangling, open_keys[:n_open_keys].copy())
+        return (code, end_ticks, n_ons, tempos[:n_tempos], programs[:n_programs],
+                pedals[:n_pedals], keys[:n_keys], dangling[:n_dangling],
+                open_keys[:n_open_keys])
 
-    def run(data, starts, ends, max_messages, meta_rule):
-        result = scan(data, starts, ends, max_messages, meta_rule, np.zeros((0, 2), np.int64))
-        if result[0] == 0 and len(result[13]):  # again, keeping those keys' note messages
-            result = scan(data, starts, ends, max_messages, meta_rule, result[13])
-        (code, end_ticks, n_ons, tempos, n_tempos, programs, n_programs, pedals, n_pedals,
-         keys, n_keys, dangling, n_dangling, _) = result
-        return (int(code), end_ticks, int(n_ons), tempos[:n_tempos], programs[:n_programs],
-                pedals[:n_pedals], keys[:n_keys], dangling[:n_dangling])
+    def run(data, chunks, max_messages, meta_rule):
+        result = _nb_scan(data, chunks, max_messages, meta_rule, NO_KEYS)
+        if result[0] == 0 and len(result[8]):  # again, keeping those keys' note messages:
+            # only their tracks are decoded, so only the messages kept come from this pass
+            again = _nb_scan(data, chunks, max_messages, meta_rule, result[8])
+            return result[:7] + (again[7],)
+        return result[:8]
 
     return run

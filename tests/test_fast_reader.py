@@ -287,3 +287,56 @@ def test_random_files_are_read_fast_and_exactly(tmp_path, tracks, type, tempos, 
         with pytest.raises(MidiInputError):  # only where read_midi refuses it (no notes)
             read_midi(path, SELECTIONS["everything"])
     assert set(outcomes) <= {"fast", "fell back"}
+
+
+# --- how the fast path is built: what must hold for it to stay fast ---------------------------
+
+def test_a_file_past_the_quicksort_size_is_read_exactly(tmp_path):
+    """Above ``QUICKSORT_MAX`` notes the compiled rules sort with mergesort: the same notes."""
+    from midilstm.fast_rules import QUICKSORT_MAX
+
+    rng = np.random.default_rng(7)
+    tracks = [[tempo(120)]]
+    for channel in range(3):
+        messages, tick = [], 0
+        for _ in range(QUICKSORT_MAX // 2 + 200):  # struck again, at once, overlapping
+            pitch = int(rng.integers(40, 80))
+            gap, length = int(rng.choice([0, 0, 30, 120])), int(rng.choice([10, 60, 480]))
+            messages += [(tick + gap, 1, pitch, int(rng.integers(1, 128))),
+                         (tick + gap + length, 0, pitch, 0)]
+            tick += gap
+        messages.sort(key=lambda m: (m[0], m[1]))
+        track, last = [], 0
+        for at, is_on, pitch, velocity in messages:
+            track.append(on(pitch, velocity, t=at - last, channel=channel) if is_on
+                         else off(pitch, t=at - last, channel=channel))
+            last = at
+        tracks.append(track)
+    path = write_midi_file(tmp_path / "many.mid", tracks)
+    assert len(read_midi(path).notes) > QUICKSORT_MAX
+    for name in ("default", "everything", "channel 0", "fold 60..71"):
+        assert compare(path, SELECTIONS[name]) == "fast"
+
+
+def test_symusic_notes_from_its_state_are_those_of_numpy(monkeypatch):
+    """The notes are read from symusic's note lists' state where its layout was checked; the
+    way through ``numpy()`` (for another symusic) gives the same events."""
+    from midilstm import fast_tracks
+
+    assert fast_tracks.state_layout_ok()  # the installed symusic: else every read is slower
+    monkeypatch.setattr(fast_tracks, "state_layout_ok", lambda: False)
+    for path in MUSIC:
+        assert compare(path, SELECTIONS["everything"]) == "fast"
+
+
+def test_the_compiled_kernels_are_loaded_from_numbas_cache():
+    """numba's cache keys a function by the pickle of its closure's cells, which differs in
+    every process: a kernel with a closure is compiled again (4-17 s) in every process."""
+    from midilstm import fast_rules, fast_scan
+
+    read_midi_fast(MUSIC[0])
+    kernels = [fast_rules._load_rules(), fast_scan._nb_scan, fast_scan._nb_grow]
+    kernels += [getattr(fast_rules, name) for name in dir(fast_rules) if name.startswith("_nb_")]
+    assert len(kernels) == 9
+    for kernel in kernels:
+        assert kernel.py_func.__closure__ is None, kernel
