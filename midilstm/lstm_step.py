@@ -85,9 +85,12 @@ class LSTMStepper:
         self.h = np.zeros((layers, n_streams, hidden), np.float32)
         self.c = np.zeros_like(self.h)
         self.logits = np.zeros((n_streams, sum(model.config.sizes)), np.float32)
+        self._reads_ages = len(self.weights.table_a) > 0
+        self._no_ages = np.zeros((n_streams, model.config.sizes[0]), np.float32)  # not read
 
     def step(self, codes, sounding_since, key, ages) -> np.ndarray:
-        shares = age_share(np.asarray(ages, np.float32))  # the rule training reads them by
+        shares = (age_share(np.asarray(ages, np.float32)) if self._reads_ages  # training's rule
+                  else self._no_ages)
         if len(codes) < BLAS_STREAMS:
             lstm_step(codes, self.h, self.c, self._packed, sounding_since, key, shares,
                       self.logits)
